@@ -1,0 +1,15 @@
+"""onnxflat: exact Hessian trace and relative flatness of a CNN's conv-GAP-linear head.
+
+>>> import onnxflat
+>>> head = onnxflat.analyze("models/digits_cnn.onnx")      # doctest: +SKIP
+>>> res = onnxflat.measure("models/digits_cnn.onnx", x, y)  # doctest: +SKIP
+"""
+
+from .api import measure
+from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
+from .graph import analyze
+
+__version__ = "0.1.0"
+
+__all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
+           "DataError", "NumericalError", "__version__"]

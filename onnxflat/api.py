@@ -1,0 +1,68 @@
+"""Public pipeline: model file + data -> :class:`Result`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .data import ArrayDataset
+from .errors import DataError, NumericalError
+from .graph import analyze_model, load_model
+from .graph.head import Head
+from .measures import FlatnessAccumulator, Options, Result
+from .runtime import Extractor
+
+DEFAULT_BATCH_SIZE = 64
+
+
+def measure(model: str | os.PathLike, x=None, y=None, *,
+            batches: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+            batch_size: int = DEFAULT_BATCH_SIZE, kappa: bool = True, device: str = "auto",
+            route: str | None = None, threads: int | None = None,
+            progress: Callable[[int], None] | None = None) -> Result:
+    """Exact trace and relative flatness of a model's head on labelled data.
+
+    Give either arrays ``x`` ``(N, *input_shape)`` and ``y`` ``(N,)`` (int labels), an
+    :class:`~onnxflat.data.ArrayDataset` as ``x``, or ``batches``, an iterable of ``(x_batch, y_batch)``. ``kappa=False`` skips the
+    filter-wise kappa (its dense part dominates on wide 1000-class heads). ``progress`` is
+    called with the number of samples done after each batch.
+    """
+    proto = load_model(model)
+    head = analyze_model(proto, str(model))
+    if batches is None:
+        if isinstance(x, ArrayDataset):
+            ds = x
+        elif x is None or y is None:
+            raise DataError("give x and y (or an ArrayDataset), or batches")
+        else:
+            ds = ArrayDataset(x if hasattr(x, "shape") else np.asarray(x), y)
+        ds.check_fits(head.input_shape, head.classifier.num_classes)
+        batches = ((xb, yb) for _, xb, yb in ds.batches(batch_size))
+    else:
+        batches = _checked(batches, head)
+    extractor = Extractor(proto, head, device=device, threads=threads)
+    acc = FlatnessAccumulator(head, Options(kappa=kappa, route=route))
+    done = 0
+    for i, (xb, yb) in enumerate(batches):
+        tensors = extractor.run(xb)
+        try:
+            acc.update(tensors, yb)
+        except NumericalError as exc:
+            raise NumericalError(f"batch {i} (samples {done}..{done + len(yb) - 1}): "
+                                 f"{exc}") from None
+        done += len(yb)
+        if progress:
+            progress(done)
+    if done == 0:
+        raise DataError("no samples in the data")
+    return acc.result(model=os.fspath(model), provider=extractor.provider)
+
+
+def _checked(batches, head: Head):
+    for xb, yb in batches:
+        ds = ArrayDataset(np.asarray(xb), np.asarray(yb), "batch")
+        ds.check_fits(head.input_shape, head.classifier.num_classes)
+        for _, x, y in ds.batches(len(ds)):
+            yield x, y

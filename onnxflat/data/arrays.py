@@ -1,0 +1,152 @@
+"""In-memory and memory-mapped array data, with the checks every source shares."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+FLOAT32_EXACT = 2 ** 24
+
+
+class ArrayDataset:
+    """Samples ``x`` ``(N, ...)`` with integer labels ``y`` ``(N,)``; x may be a memmap.
+
+    ``batches(b)`` yields ``(start, x_batch, y_batch)`` with x cast to float and checked
+    for NaN/Inf batch by batch, so memory is bounded by the batch, not by N.
+    """
+
+    def __init__(self, x, y, name: str = "data"):
+        self.name = name
+        self.x = x
+        self.y = _labels(y, name)
+        if self.x.ndim < 2:
+            raise DataError(f"{name}: x must have a sample axis and input axes, got shape "
+                            f"{self.x.shape}")
+        if len(self.x) != len(self.y):
+            raise DataError(f"{name}: x has {len(self.x)} samples but y has {len(self.y)} "
+                            "labels")
+        if len(self.x) == 0:
+            raise DataError(f"{name}: no samples")
+        self.x_dtype = _check_x_dtype(self.x, name)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def check_fits(self, input_shape: tuple, num_classes: int) -> None:
+        """Raise DataError unless x fits the model input and labels fit the classes."""
+        want = tuple(input_shape[1:])
+        got = tuple(self.x.shape[1:])
+        fixed = [(i, w) for i, w in enumerate(want) if isinstance(w, int) and w > 0]
+        if len(want) != len(got) or any(got[i] != w for i, w in fixed):
+            shown = "x".join(str(w) if isinstance(w, int) and w > 0 else "?" for w in want)
+            hint = ""
+            if len(got) == 3 and len(want) == 3 and sorted(map(str, got)) == sorted(
+                    map(str, want)):
+                if got == (want[1], want[2], want[0]):
+                    hint = " (looks like NHWC data for an NCHW model: use x.transpose(0, 3, 1, 2))"
+                elif got == (want[2], want[0], want[1]):
+                    hint = " (looks like NCHW data for an NHWC model: use x.transpose(0, 2, 3, 1))"
+            raise DataError(f"{self.name}: samples have shape {got}, the model expects "
+                            f"{shown}{hint}")
+        lo, hi = int(self.y.min()), int(self.y.max())
+        if lo < 0 or hi >= num_classes:
+            bad = int(np.flatnonzero((self.y < 0) | (self.y >= num_classes))[0])
+            raise DataError(f"{self.name}: label {int(self.y[bad])} at index {bad} is out of "
+                            f"range for a model with {num_classes} classes (0..{num_classes - 1})")
+
+    def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        if batch_size < 1:
+            raise DataError(f"batch size must be >= 1, got {batch_size}")
+        for s in range(0, len(self), batch_size):
+            xb = np.asarray(self.x[s:s + batch_size])
+            if xb.dtype != self.x_dtype:
+                xb = xb.astype(self.x_dtype)
+            finite = np.isfinite(xb)
+            if not finite.all():
+                i = s + int(np.flatnonzero(~finite.reshape(len(xb), -1).all(axis=1))[0])
+                raise DataError(f"{self.name}: sample {i} of x contains NaN or Inf")
+            yield s, xb, self.y[s:s + batch_size]
+
+
+def _check_x_dtype(x, name: str) -> np.dtype:
+    dt = x.dtype
+    if dt.kind == "f":
+        return dt
+    if dt.kind in "iu":
+        lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+        if max(abs(lo), abs(hi)) > FLOAT32_EXACT:
+            raise DataError(f"{name}: x is {dt} with values up to {max(abs(lo), abs(hi))}, "
+                            "which float32 cannot hold exactly; convert it yourself")
+        log.warning("%s: x is %s; converting to float32 (lossless for these values)", name, dt)
+        return np.dtype(np.float32)
+    raise DataError(f"{name}: x has dtype {dt}; give floating-point (or integer) inputs")
+
+
+def _labels(y, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        ok = np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
+        if not ok:
+            raise DataError(f"{name}: y has shape {y.shape} but is not one-hot (rows of 0/1 "
+                            "with a single 1); give integer class labels")
+        log.info("%s: y is one-hot; using its argmax as class labels", name)
+        return np.argmax(y, axis=1).astype(np.int64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{name}: y must be a vector of integer labels, got shape {y.shape}")
+    if y.dtype.kind == "b" or y.dtype.kind not in "iu":
+        raise DataError(f"{name}: labels have dtype {y.dtype}; give integer class indices "
+                        "(e.g. y.astype(int) if they are whole numbers)")
+    return y.astype(np.int64)
+
+
+def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDataset:
+    """Read ``x`` and ``y`` from a .npz file (never unpickles)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            keys = list(z.keys())
+            missing = [k for k in (x_key, y_key) if k not in keys]
+            if missing:
+                raise DataError(f"{p.name}: no array named {missing[0]!r} (it has: "
+                                f"{', '.join(keys) or 'nothing'}); use --x-key/--y-key")
+            x, y = z[x_key], z[y_key]
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"{p.name}: holds pickled objects, which onnxflat never loads; "
+                            "save plain numeric arrays") from None
+        raise DataError(f"{p.name}: cannot read as .npz ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise DataError(f"{p.name}: not a readable .npz file ({type(exc).__name__})") from None
+    return ArrayDataset(x, y, p.name)
+
+
+def load_npy_pair(x_path: str | Path, y_path: str | Path) -> ArrayDataset:
+    """x and y from two .npy files; x is memory-mapped so data larger than RAM streams."""
+    arrays = []
+    for p in (Path(x_path), Path(y_path)):
+        if not p.is_file():
+            raise DataError(f"data file not found: {p}")
+        try:
+            arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
+        except ValueError as exc:
+            if "pickle" in str(exc).lower():
+                raise DataError(f"{p.name}: holds pickled objects, which onnxflat never "
+                                "loads") from None
+            raise DataError(f"{p.name}: cannot read as .npy ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{p.name}: cannot read as .npy ({exc})") from None
+    return ArrayDataset(arrays[0], np.asarray(arrays[1]), Path(x_path).name)

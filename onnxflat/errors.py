@@ -1,0 +1,32 @@
+"""User-facing errors. The CLI maps every :class:`OnnxflatError` to exit code 2 and one line."""
+
+from __future__ import annotations
+
+
+class OnnxflatError(Exception):
+    """Base of all errors caused by the user's input (model, data, options)."""
+
+
+class ModelError(OnnxflatError):
+    """The model file cannot be read, is invalid, or is unsafe to load."""
+
+
+class HeadNotFoundError(OnnxflatError):
+    """The model has no conv -> channel-wise -> global-average-pool -> linear head.
+
+    ``node`` names the ONNX node where matching stopped and ``reason`` says why.
+    """
+
+    def __init__(self, node: str | None, reason: str):
+        self.node = node
+        self.reason = reason
+        where = f"node '{node}': " if node else ""
+        super().__init__(f"no supported head: {where}{reason}")
+
+
+class DataError(OnnxflatError):
+    """The data does not fit the model (shape, dtype, labels, non-finite values, empty)."""
+
+
+class NumericalError(OnnxflatError):
+    """The model produced non-finite values on the data."""

@@ -1,0 +1,303 @@
+"""Find the conv -> channel-wise -> global-average-pool -> linear head of an ONNX graph.
+
+The analyzer only reads the graph (it never runs the model). It starts at every global
+average pooling, folds the nodes after it into an affine classifier, walks back through
+channel-wise nodes to the convolutions that feed it, and checks forward that each conv
+output reaches the logits only through that pooling. Failures name the node and the reason.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+
+import numpy as np
+import onnx
+
+from ..errors import HeadNotFoundError, ModelError
+from .head import NCHW, Classifier, Conv, Head, Layer, Operand, Pooling, Step
+from .model import GraphIndex, load_model
+from .patterns import (BINARY, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES, TERMINAL, UNARY,
+                       UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step, linear_step,
+                       pooling_axes)
+
+CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
+                   | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
+
+
+def analyze(path: str | os.PathLike) -> Head:
+    """Load ``path`` and describe its head; raises HeadNotFoundError or ModelError."""
+    return analyze_model(load_model(path), str(path))
+
+
+def analyze_model(model: onnx.ModelProto, path: str = "<memory>") -> Head:
+    """Describe the head of an in-memory model (see :func:`analyze`)."""
+    ix = GraphIndex(model)
+    inp = _model_input(ix)
+    pools = [n for n in ix.nodes if n.op_type in POOLING_OPS]
+    failures: list[Match] = []
+    for pool in reversed(pools):
+        m = _match_head(ix, pool)
+        if m:
+            layers, pooling, classifier, rejected = m.value
+            return Head(path, inp.name, _dims(inp), _dtype(inp), layers, pooling, classifier,
+                        rejected)
+        failures.append(m)
+    if failures:
+        raise HeadNotFoundError(failures[0].node, failures[0].reason)
+    other = [n for n in ix.nodes if n.op_type in NOT_AVERAGE_POOLING]
+    if other:
+        raise HeadNotFoundError(GraphIndex.node_name(other[-1]),
+                                f"{other[-1].op_type} is not a global average pooling; "
+                                "the head needs GlobalAveragePool or a ReduceMean over H,W")
+    if not any(n.op_type == "Conv" for n in ix.nodes):
+        raise HeadNotFoundError(None, "the model has no Conv node")
+    raise HeadNotFoundError(None, "no global average pooling (GlobalAveragePool, ReduceMean "
+                                  "over H,W, or a whole-map AveragePool) in the graph")
+
+
+def _model_input(ix: GraphIndex) -> onnx.ValueInfoProto:
+    ins = ix.graph_inputs
+    if len(ins) != 1:
+        raise ModelError(f"the model has {len(ins)} inputs ({', '.join(i.name for i in ins)}); "
+                         "onnxflat feeds exactly one image tensor")
+    t = ins[0].type.tensor_type
+    if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                           onnx.TensorProto.DOUBLE):
+        raise ModelError(f"model input '{ins[0].name}' has element type "
+                         f"{onnx.TensorProto.DataType.Name(t.elem_type)}, not a float image")
+    return ins[0]
+
+
+def _dims(vi: onnx.ValueInfoProto) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in vi.type.tensor_type.shape.dim)
+
+
+def _dtype(vi: onnx.ValueInfoProto) -> str:
+    return str(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+
+
+def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
+    convs, blockers = _convs_upstream(ix, pool.input[0])
+    layers, rejected = [], []
+    for conv in convs:
+        m = _match_layer(ix, conv, pool)
+        if m:
+            layers.append(m.value)
+        else:
+            rejected.append(m)
+    if not layers:
+        if rejected:
+            return rejected[-1]
+        if blockers:
+            return blockers[0]
+        return Match.fail(pool, "no Conv reaches the pooling through channel-wise operations")
+    m = _match_classifier(ix, pool, _num_features(ix, pool, layers))
+    if not m:
+        return m
+    for layer in layers:
+        if layer.channel_offset + layer.conv.out_channels > m.value.weight.shape[1]:
+            return Match.fail(pool, "the conv's channels do not fit the classifier's input")
+    pooling = Pooling(GraphIndex.node_name(pool), pool.op_type, pool.input[0], pool.output[0])
+    return Match((tuple(layers), pooling, m.value,
+                  tuple((r.node, r.reason) for r in rejected)))
+
+
+def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], list[Match]]:
+    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order."""
+    convs, blockers, seen, stack = {}, [], set(), [start]
+    while stack:
+        t = stack.pop()
+        node = ix.producer.get(t)
+        if t in seen or node is None or ix.const(t) is not None:
+            continue
+        seen.add(t)
+        if node.op_type == "Conv":
+            convs[id(node)] = node
+        elif node.op_type in CHANNELWISE_OPS:
+            stack.extend(i for i in node.input if i)
+        else:
+            blockers.append(channelwise_step(Ctx(ix, frozenset([node.input[0]]), NCHW), node))
+    return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers
+
+
+def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+    a = ix.attrs(node)
+    k = ix.const(node.input[1])
+    if k is None:
+        return Match.fail(node, "the conv kernel is not a constant (quantized or computed "
+                                "weights are not supported)")
+    if k.ndim != 4:
+        return Match.fail(node, f"only 2-D convolutions are supported (kernel rank {k.ndim})")
+    b = ix.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if len(node.input) > 2 and node.input[2] and b is None:
+        return Match.fail(node, "the conv bias is not a constant")
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    return Match(Conv(
+        node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
+        kernel=np.asarray(k, np.float64), bias=None if b is None else np.asarray(b, np.float64),
+        strides=tuple(a.get("strides", (1, 1))), pads=tuple(a.get("pads", (0, 0, 0, 0))),
+        dilations=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)),
+        auto_pad=auto_pad))
+
+
+def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto) -> Match:
+    """Check that the conv output reaches ``pool`` only channel-wise; build its steps."""
+    m = _conv(ix, conv_node)
+    if not m:
+        return m
+    conv = m.value
+    c_out = conv.out_channels
+    layout = {conv.output: NCHW}
+    offset = {conv.output: 0}
+    width = {conv.output: c_out}
+    steps: list[Step] = []
+    heap = [(ix.order[id(n)], id(n), n) for n in ix.consumers.get(conv.output, [])]
+    heapq.heapify(heap)
+    done = set()
+    while heap:
+        _, key, node = heapq.heappop(heap)
+        if key in done:
+            continue
+        done.add(key)
+        if node is pool:
+            continue
+        deps = [i for i in node.input if i in layout]
+        lay = layout[deps[0]]
+        if any(layout[d] != lay for d in deps):
+            return Match.fail(node, "conv-dependent inputs in different layouts")
+        if node.op_type in POOLING_OPS:
+            return Match.fail(node, f"the output of conv '{conv.node}' also feeds "
+                                    f"{node.op_type} '{GraphIndex.node_name(node)}', a second "
+                                    "path to the logits (e.g. a squeeze-excitation gate)")
+        if node.op_type == "Concat":
+            m = _concat(ix, node, deps, lay)
+            if not m:
+                return m
+            step = Step(GraphIndex.node_name(node), "identity", (Operand("dep", deps[0]),),
+                        node.output[0])
+            offset[node.output[0]] = offset[deps[0]] + m.value[0]
+            width[node.output[0]] = m.value[1]
+            layout[node.output[0]] = lay
+        else:
+            ctx = Ctx(ix, frozenset(layout), lay)
+            m = channelwise_step(ctx, node)
+            if not m:
+                return Match.fail(m.node, f"the output of conv '{conv.node}' reaches "
+                                          f"the pooling through it: {m.reason}")
+            step, out_layout = m.value
+            w = width[deps[0]]
+            ops = []
+            for op in step.inputs:
+                if op.kind == "const":
+                    sliced = _slice_channels(op.value, out_layout, w, offset[deps[0]], c_out)
+                    if sliced is None:
+                        return Match.fail(node, f"constant '{op.name}' of shape "
+                                                f"{op.value.shape} is not per-channel")
+                    op = Operand("const", op.name, sliced)
+                elif op.kind == "fetch" and w != c_out:
+                    return Match.fail(node, "a branch is added after a channel Concat")
+                ops.append(op)
+            step = Step(step.node, step.fn, tuple(ops), step.output, step.params)
+            for o in node.output[:1]:
+                layout[o], offset[o], width[o] = out_layout, offset[deps[0]], w
+        steps.append(step)
+        for n in ix.consumers.get(node.output[0], []):
+            heapq.heappush(heap, (ix.order[id(n)], id(n), n))
+        for extra in node.output[1:]:
+            if extra and ix.consumers.get(extra):
+                return Match.fail(node, f"second output '{extra}' of {node.op_type} is used")
+    a_in = pool.input[0]
+    if a_in not in layout:
+        return Match.fail(pool, f"the output of conv '{conv.node}' does not reach the pooling")
+    lay = layout[a_in]
+    m = pooling_axes(ix, pool, len(lay))
+    if not m:
+        return m
+    if lay[0] != 0 or {lay[i] for i in m.value} != {2, 3}:
+        return Match.fail(pool, f"{pool.op_type} averages axes {list(m.value)} of a tensor in "
+                                f"layout {_layout_name(lay)}: not the conv's spatial axes")
+    return Match(Layer(conv, tuple(steps), lay, offset[a_in]))
+
+
+def _layout_name(lay: tuple[int, ...]) -> str:
+    return "".join("NCHW"[i] for i in lay)
+
+
+def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -> Match:
+    """(offset of the dep input's channels, total channels) of a channel Concat."""
+    axis = int(ix.attrs(node).get("axis", 0)) % len(lay)
+    if lay[axis] != 1:
+        return Match.fail(node, "Concat along an axis that is not the conv's channel axis")
+    if len(set(deps)) != 1 or node.input.count(deps[0]) != 1:
+        return Match.fail(node, "Concat of several conv-dependent tensors")
+    sizes = []
+    for i in node.input:
+        dims = ix.static_dims(i)
+        if dims is None or len(dims) <= axis or not isinstance(dims[axis], int):
+            return Match.fail(node, f"Concat input '{i}' has an unknown channel count")
+        sizes.append(dims[axis])
+    k = list(node.input).index(deps[0])
+    return Match((sum(sizes[:k]), sum(sizes)))
+
+
+def _slice_channels(v: np.ndarray, lay: tuple, width: int, off: int, c_out: int):
+    """Restrict a broadcastable constant to the conv's channel range (None if impossible)."""
+    ax = v.ndim - len(lay) + lay.index(1)
+    if ax < 0 or v.shape[ax] == 1:
+        return v
+    if v.shape[ax] != width:
+        return None
+    return np.take(v, np.arange(off, off + c_out), axis=ax)
+
+
+def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> int:
+    dims = ix.static_dims(pool.output[0])
+    if dims is not None and all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return int(np.prod(dims[1:]))
+    if all(layer.channel_offset == 0 for layer in layers):
+        return layers[0].conv.out_channels
+    raise HeadNotFoundError(GraphIndex.node_name(pool), "cannot determine the number of "
+                                                        "pooled features")
+
+
+def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Match:
+    """Fold the nodes from the pooling output to the logits into one affine map."""
+    cur = pool.output[0]
+    f = Affine(np.eye(features), np.zeros(features))
+    folded: list[str] = []
+    while True:
+        consumers = ix.consumers.get(cur, [])
+        is_out = cur in ix.graph_outputs
+        if not consumers:
+            if is_out:
+                return Match(Classifier(f.weight, f.bias, cur, tuple(folded)))
+            return Match.fail(pool, f"the pooled features reach no graph output (stop at "
+                                    f"'{cur}')")
+        if len(consumers) > 1:
+            return Match.fail(consumers[1], f"tensor '{cur}' after the pooling feeds several "
+                                            "nodes; the classifier must be a single chain")
+        node = consumers[0]
+        if node.op_type in TERMINAL:
+            if not _reaches_output(ix, node.output[0]):
+                return Match.fail(node, f"{node.op_type} output is not a graph output")
+            return Match(Classifier(f.weight, f.bias, cur, tuple(folded),
+                                    GraphIndex.node_name(node)))
+        m = linear_step(ix, node, cur, f)
+        if not m:
+            return m
+        f = m.value
+        if node.op_type not in RESHAPES and node.op_type != "Cast":
+            folded.append(GraphIndex.node_name(node))
+        cur = node.output[0]
+
+
+def _reaches_output(ix: GraphIndex, name: str) -> bool:
+    while name not in ix.graph_outputs:
+        nxt = ix.consumers.get(name, [])
+        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze"):
+            return False
+        name = nxt[0].output[0]
+    return True

@@ -1,0 +1,193 @@
+"""Loading an ONNX file safely and indexing its graph (producers, consumers, constants)."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import ModelError
+
+MIN_OPSET = 7
+MAX_OPSET = 25
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX model, refusing external data outside the model's folder.
+
+    Raises :class:`ModelError` with a one-line reason for a missing, empty, corrupt or
+    unsafe file, or one whose default-domain opset is outside what onnxflat supports.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ModelError(f"model path is not a file: {p}")
+    if p.stat().st_size == 0:
+        raise ModelError(f"model file is empty: {p}")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelError(f"cannot parse {p.name} as an ONNX model ({type(exc).__name__}); "
+                         "is it a complete .onnx file?") from None
+    if not model.graph.node:
+        raise ModelError(f"{p.name} has an empty graph (not an ONNX model, or truncated)")
+    _load_external_data(model, p.resolve().parent)
+    opset = default_opset(model)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(f"{p.name}: unsupported opset {opset} of the default ONNX domain "
+                         f"(supported: {MIN_OPSET}..{MAX_OPSET})")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{p.name} is not a valid ONNX model: {msg}") from None
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
+    tensors = list(model.graph.initializer) + [
+        a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    external = [t for t in tensors if onnx.external_data_helper.uses_external_data(t)]
+    for t in external:
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        target = (base / loc).resolve()
+        if os.path.isabs(loc) or base not in target.parents:
+            raise ModelError(f"initializer '{t.name}' points to external data outside the "
+                             f"model's folder ({loc!r}); refused")
+        if not target.is_file():
+            raise ModelError(f"initializer '{t.name}': external data file {loc!r} not found "
+                             "beside the model")
+    if external:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(base))
+        except Exception as exc:
+            raise ModelError(f"cannot read external data: {exc}") from None
+
+
+class GraphIndex:
+    """Read-only views of a graph: who produces and consumes each tensor, constant values.
+
+    Constant folding covers initializers, Constant nodes and shape-preserving ops on
+    constants (Identity, Cast, Transpose, Reshape, (Un)Squeeze, Flatten, Dequantize is not
+    folded). It evaluates no other node: the analyzer never runs the model.
+    """
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = model.graph
+        self.opset = default_opset(model) or 0
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        self.order: dict[int, int] = {}
+        # Hold the wrappers: node identity (id) is only stable while they are referenced.
+        self.nodes: list[onnx.NodeProto] = list(self.graph.node)
+        for i, node in enumerate(self.nodes):
+            self.order[id(node)] = i
+            for o in node.output:
+                if o:
+                    self.producer[o] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.graph_inputs = [i for i in self.graph.input if i.name not in self.initializers]
+        self.graph_outputs = [o.name for o in self.graph.output]
+        self._const_cache: dict[str, np.ndarray | None] = {}
+
+    @staticmethod
+    def node_name(node: onnx.NodeProto) -> str:
+        return node.name or f"{node.op_type}:{node.output[0]}"
+
+    @cached_property
+    def shapes(self) -> dict[str, tuple]:
+        """Static shapes from ONNX shape inference (dims are int, or str/None when free)."""
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model, strict_mode=False)
+        except Exception:
+            inferred = self.model
+        out: dict[str, tuple] = {}
+        g = inferred.graph
+        for vi in list(g.value_info) + list(g.input) + list(g.output):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                out[vi.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in t.shape.dim)
+        for name, init in self.initializers.items():
+            out[name] = tuple(init.dims)
+        return out
+
+    def static_dims(self, name: str) -> tuple | None:
+        return self.shapes.get(name)
+
+    def attrs(self, node: onnx.NodeProto) -> dict:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` if it is a constant of the graph, else None."""
+        if not name:
+            return None
+        if name not in self._const_cache:
+            self._const_cache[name] = None  # guards against cycles
+            self._const_cache[name] = self._fold(name)
+        return self._const_cache[name]
+
+    def _fold(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        a = self.attrs(node)
+        op = node.op_type
+        if op == "Constant":
+            for key in ("value", "sparse_value"):
+                if key in a:
+                    v = a[key]
+                    return numpy_helper.to_array(v) if key == "value" else None
+            for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                            ("value_int", np.int64), ("value_ints", np.int64)):
+                if key in a:
+                    return np.asarray(a[key], dtype=dt)
+            return None
+        ins = [self.const(i) if i else None for i in node.input]
+        if not ins or ins[0] is None:
+            return None
+        x = ins[0]
+        if op == "Identity":
+            return x
+        if op == "Cast":
+            return x.astype(onnx.helper.tensor_dtype_to_np_dtype(a["to"]))
+        if op == "Transpose":
+            return np.transpose(x, a.get("perm"))
+        if op == "Reshape" and len(ins) > 1 and ins[1] is not None:
+            shape = [x.shape[i] if s == 0 else s for i, s in enumerate(ins[1].tolist())]
+            return x.reshape(shape)
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = a.get("axes") if "axes" in a else (
+                ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            if op == "Squeeze":
+                return np.squeeze(x, axis=tuple(axes) if axes is not None else None)
+            if axes is None:
+                return None
+            out_rank = x.ndim + len(axes)
+            for ax in sorted(int(v) % out_rank for v in axes):
+                x = np.expand_dims(x, ax)
+            return x
+        if op == "Flatten":
+            ax = a.get("axis", 1) % max(x.ndim, 1)
+            return x.reshape(int(np.prod(x.shape[:ax])), -1)
+        return None

@@ -1,0 +1,357 @@
+"""Declarative rules: which ONNX nodes may sit on each part of the head, and what they mean.
+
+Each rule takes a node and returns a :class:`Match`: a value on success, or the node and
+the reason it does not fit. ``CHANNELWISE`` translates nodes between the conv output and the
+pooling into :class:`~onnxflat.graph.head.Step` objects; ``LINEAR`` folds nodes after the
+pooling into one affine map. ``POOLING`` recognises global average pooling. The tables are
+the single source of the supported-pattern list in the docs (``tools/gen_patterns_doc.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .head import Operand, Step
+from .model import GraphIndex
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+               onnx.TensorProto.BFLOAT16}
+
+
+@dataclass(frozen=True)
+class Match:
+    """Outcome of a rule: ``value`` when it matched, else ``node`` and ``reason``."""
+
+    value: Any = None
+    node: str | None = None
+    reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.reason is None
+
+    @classmethod
+    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> "Match":
+        name = GraphIndex.node_name(node) if isinstance(node, onnx.NodeProto) else node
+        return cls(node=name, reason=reason)
+
+
+# ----------------------------------------------------------------------------------------
+# Channel-wise steps (conv output -> pooling input)
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a channel-wise rule may look at: the graph, which tensors depend on the conv
+    output, and the layout (NCHW axis held by each axis) of the node's first dep input."""
+
+    ix: GraphIndex
+    dep: frozenset[str]
+    layout: tuple[int, ...]
+
+    def operand(self, name: str) -> Operand:
+        if name in self.dep:
+            return Operand("dep", name)
+        value = self.ix.const(name)
+        if value is not None:
+            return Operand("const", name, np.asarray(value, dtype=np.float64))
+        return Operand("fetch", name)
+
+
+UNARY = {
+    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "Softplus": "softplus",
+    "HardSwish": "hard_swish", "Identity": "identity", "Dropout": "identity", "Neg": "neg",
+    "Exp": "exp", "Mish": "mish", "Reciprocal": "reciprocal",
+}
+UNARY_WITH_ATTRS = {  # op -> (fn, {attr: default})
+    "LeakyRelu": ("leaky_relu", {"alpha": 0.01}),
+    "Elu": ("elu", {"alpha": 1.0}),
+    "Selu": ("selu", {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}),
+    "HardSigmoid": ("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "Gelu": ("gelu", {"approximate": "none"}),
+    "Swish": ("swish", {"alpha": 1.0}),
+}
+BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
+          "PRelu": "prelu", "Pow": "pow"}
+
+
+def _check_operands(ctx: Ctx, node: onnx.NodeProto, ops: list[Operand]) -> Match | None:
+    rank = len(ctx.layout)
+    out_shape = ctx.ix.static_dims(node.output[0])
+    for op in ops:
+        if op.kind == "const" and op.value.ndim > rank:
+            return Match.fail(node, f"constant '{op.name}' of rank {op.value.ndim} broadcasts "
+                                    f"the conv output to a higher rank")
+        if op.kind == "const" and op.value.ndim == rank and op.value.shape[0] != 1:
+            return Match.fail(node, f"constant '{op.name}' varies along the batch axis")
+        if op.kind == "dep" and out_shape is not None:
+            in_shape = ctx.ix.static_dims(op.name)
+            if in_shape is not None and len(in_shape) == len(out_shape) and any(
+                    isinstance(a, int) and isinstance(b, int) and a != b
+                    for a, b in zip(in_shape[1:], out_shape[1:])):
+                return Match.fail(node, f"the conv-dependent tensor '{op.name}' {in_shape} is "
+                                        f"broadcast to {out_shape}: not channel-wise")
+    return None
+
+
+def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
+    """Translate one node on the conv -> pooling path into a Step (value: (Step, layout))."""
+    op = node.op_type
+    name = GraphIndex.node_name(node)
+    a = ctx.ix.attrs(node)
+    out = node.output[0]
+    if op == "Dropout" and len(node.input) > 2 and ctx.ix.const(node.input[2]) is not None \
+            and bool(ctx.ix.const(node.input[2])):
+        return Match.fail(node, "Dropout in training mode")
+    if op in UNARY:
+        return Match((Step(name, UNARY[op], (ctx.operand(node.input[0]),), out), ctx.layout))
+    if op in UNARY_WITH_ATTRS:
+        fn, defaults = UNARY_WITH_ATTRS[op]
+        params = {k: a.get(k, v) for k, v in defaults.items()}
+        if isinstance(params.get("approximate"), bytes):
+            params["approximate"] = params["approximate"].decode()
+        return Match((Step(name, fn, (ctx.operand(node.input[0]),), out, params), ctx.layout))
+    if op == "Cast":
+        if a.get("to") not in FLOAT_TYPES:
+            return Match.fail(node, "Cast to a non-float type on the conv -> pooling path")
+        return Match((Step(name, "identity", (ctx.operand(node.input[0]),), out), ctx.layout))
+    if op == "Clip":
+        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
+        bounds = [lo, hi]
+        for i in (1, 2):
+            if len(node.input) > i and node.input[i]:
+                v = ctx.ix.const(node.input[i])
+                if v is None:
+                    return Match.fail(node, "Clip bound is not a constant")
+                bounds[i - 1] = float(v)
+        lo, hi = bounds
+        if node.input[0] not in ctx.dep:
+            return Match.fail(node, "the conv output reaches Clip only through its bounds")
+        return Match((Step(name, "clip", (Operand("dep", node.input[0]),), out,
+                           {"lo": float(lo), "hi": float(hi)}), ctx.layout))
+    if op in BINARY:
+        if len(node.input) != 2:
+            return Match.fail(node, f"{op} with {len(node.input)} inputs is not supported")
+        ops = [ctx.operand(i) for i in node.input]
+        if op in ("Pow", "PRelu") and ops[1].kind != "const":
+            return Match.fail(node, f"{op} needs a constant second input")
+        if op in ("Pow", "PRelu") and ops[0].kind != "dep":
+            return Match.fail(node, f"{op} of a constant by a conv-dependent tensor")
+        if op == "Pow" and ops[1].value.size != 1:
+            return Match.fail(node, "Pow with a non-scalar exponent")
+        bad = _check_operands(ctx, node, ops)
+        if bad:
+            return bad
+        if op == "Pow":
+            return Match((Step(name, "pow", ops[:1], out, {"k": float(ops[1].value.reshape(-1)[0])}),
+                          ctx.layout))
+        return Match((Step(name, BINARY[op], tuple(ops), out), ctx.layout))
+    if op == "BatchNormalization":
+        if a.get("training_mode", 0):
+            return Match.fail(node, "BatchNormalization in training mode")
+        if ctx.layout[1] != 1:
+            return Match.fail(node, "BatchNormalization over an axis that is not the conv's "
+                                    "channel axis")
+        vals = [ctx.ix.const(i) for i in node.input[1:5]]
+        if node.input[0] not in ctx.dep or any(v is None for v in vals):
+            return Match.fail(node, "BatchNormalization with non-constant statistics")
+        scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+        s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+        t = shift - mean * s
+        shape = (-1,) + (1,) * (len(ctx.layout) - 2)
+        return Match((Step(name, "affine", (Operand("dep", node.input[0]),
+                                            Operand("const", "bn_scale", s.reshape(shape)),
+                                            Operand("const", "bn_shift", t.reshape(shape))),
+                           out), ctx.layout))
+    if op == "Transpose":
+        perm = a.get("perm", list(range(len(ctx.layout)))[::-1])
+        layout = tuple(ctx.layout[i] for i in perm)
+        if layout[0] != 0:
+            return Match.fail(node, "Transpose moves the batch axis")
+        return Match((Step(name, "transpose", (Operand("dep", node.input[0]),), out,
+                           {"perm": tuple(int(p) for p in perm)}), layout))
+    if op in SPATIAL_OPS:
+        return Match.fail(node, f"{op} is a spatial operation between the conv and the "
+                                f"pooling ({SPATIAL_OPS[op]})")
+    return Match.fail(node, f"{op} is not a supported channel-wise operation")
+
+
+SPATIAL_OPS = {
+    "MaxPool": "mixes positions", "AveragePool": "mixes positions", "LpPool": "mixes positions",
+    "Resize": "changes the spatial grid", "Upsample": "changes the spatial grid",
+    "Conv": "mixes positions and channels", "ConvTranspose": "mixes positions and channels",
+    "Pad": "changes the spatial grid", "Slice": "changes the spatial grid",
+    "Reshape": "may mix channels and positions", "Flatten": "mixes channels and positions",
+    "GlobalAveragePool": "pools positions", "GlobalMaxPool": "pools positions",
+    "ReduceMean": "reduces axes", "ReduceMax": "reduces axes", "ReduceSum": "reduces axes",
+    "LayerNormalization": "normalises across channels",
+    "InstanceNormalization": "normalises across positions",
+    "Softmax": "normalises across an axis", "DepthToSpace": "mixes channels and positions",
+    "SpaceToDepth": "mixes channels and positions", "MatMul": "mixes channels",
+    "Gemm": "mixes channels",
+}
+
+# ----------------------------------------------------------------------------------------
+# Pooling
+
+
+def pooling_axes(ix: GraphIndex, node: onnx.NodeProto, rank: int) -> Match:
+    """Axes averaged by a pooling node (value: sorted tuple), or why it is not global mean."""
+    op = node.op_type
+    a = ix.attrs(node)
+    if op == "GlobalAveragePool":
+        return Match(tuple(range(2, rank)))
+    if op == "ReduceMean":
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            v = ix.const(node.input[1])
+            if v is None:
+                return Match.fail(node, "ReduceMean axes are not constant")
+            axes = v.tolist()
+        if axes is None:
+            if a.get("noop_with_empty_axes", 0):
+                return Match.fail(node, "ReduceMean with no axes is a no-op")
+            axes = list(range(rank))
+        return Match(tuple(sorted(int(x) % rank for x in np.ravel(axes))))
+    if op == "AveragePool":
+        shape = ix.static_dims(node.input[0])
+        k = tuple(a.get("kernel_shape", ()))
+        pads = tuple(a.get("pads", (0,) * 2 * len(k)))
+        if shape is None or any(not isinstance(d, int) for d in shape[2:]):
+            return Match.fail(node, "AveragePool over a map of unknown size")
+        if tuple(shape[2:]) != k or any(pads) or a.get("auto_pad", b"NOTSET") not in (
+                b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            return Match.fail(node, f"AveragePool kernel {k} does not cover the whole "
+                                    f"{tuple(shape[2:])} map: the pooling is not global")
+        return Match(tuple(range(2, rank)))
+    return Match.fail(node, f"{op} is not a global average pooling")
+
+
+POOLING_OPS = ("GlobalAveragePool", "ReduceMean", "AveragePool")
+NOT_AVERAGE_POOLING = ("GlobalMaxPool", "MaxPool", "ReduceMax", "GlobalLpPool", "ReduceSum")
+
+# ----------------------------------------------------------------------------------------
+# Linear classifier (pooled features -> logits), folded into y = W g + c
+
+
+@dataclass(frozen=True)
+class Affine:
+    """y = weight @ g + bias; weight ``(out, F)``, bias ``(out,)``, float64."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def then(self, m: np.ndarray, b: np.ndarray | float = 0.0) -> "Affine":
+        m = np.asarray(m, np.float64)
+        return Affine(m @ self.weight, m @ self.bias + np.asarray(b, np.float64))
+
+    def scaled(self, s: np.ndarray | float, b: np.ndarray | float = 0.0) -> "Affine":
+        s = np.asarray(s, np.float64).reshape(-1)
+        if s.size not in (1, self.weight.shape[0]):
+            raise ValueError
+        return Affine(s[:, None] * self.weight, s * self.bias + np.asarray(b, np.float64))
+
+
+RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose")
+TERMINAL = ("Softmax", "LogSoftmax")
+
+
+def _feature_vector(v: np.ndarray, size: int) -> np.ndarray | None:
+    """A constant as a per-feature vector of length ``size`` (scalars broadcast)."""
+    v = np.asarray(v, np.float64)
+    nonunit = [d for d in v.shape if d != 1]
+    if len(nonunit) > 1 or (nonunit and nonunit[0] != size):
+        return None
+    return np.broadcast_to(v.reshape(-1), (size,)) if v.size == 1 else v.reshape(-1)
+
+
+def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Match:
+    """Fold one node after the pooling into the affine map ``f`` (value: new Affine)."""
+    op = node.op_type
+    a = ix.attrs(node)
+    out = f.weight.shape[0]
+    others = [i for i in node.input if i and i != cur]
+    consts = {i: ix.const(i) for i in others}
+    if op in RESHAPES or (op == "Cast" and a.get("to") in FLOAT_TYPES):
+        if op == "Transpose" or op == "Reshape":
+            shape = ix.static_dims(node.output[0])
+            if shape is not None and sum(1 for d in shape[1:] if d != 1) > 1:
+                return Match.fail(node, f"{op} spreads the pooled features over several axes")
+        return Match(f)
+    if op == "Gemm":
+        if node.input[0] != cur or a.get("transA", 0):
+            return Match.fail(node, "Gemm does not take the pooled features as its A input")
+        b = consts.get(node.input[1])
+        if b is None:
+            return Match.fail(node, "Gemm weight is not a constant")
+        b = b.T if a.get("transB", 0) else b
+        if b.shape[0] != out:
+            return Match.fail(node, f"Gemm weight {b.shape} does not fit {out} features")
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        bias = 0.0
+        if len(node.input) > 2 and node.input[2]:
+            c = consts.get(node.input[2])
+            if c is None:
+                return Match.fail(node, "Gemm bias is not a constant")
+            vec = _feature_vector(c, b.shape[1])
+            if vec is None:
+                return Match.fail(node, f"Gemm bias of shape {c.shape} is not per-class")
+            bias = beta * vec
+        return Match(f.then(alpha * b.T, bias))
+    if op == "MatMul":
+        if node.input[0] != cur:
+            return Match.fail(node, "MatMul does not take the pooled features on the left")
+        b = consts.get(node.input[1])
+        if b is None or b.ndim != 2:
+            return Match.fail(node, "MatMul weight is not a constant matrix")
+        if b.shape[0] != out:
+            return Match.fail(node, f"MatMul weight {b.shape} does not fit {out} features")
+        return Match(f.then(b.T))
+    if op == "Conv":
+        k = consts.get(node.input[1])
+        shape = ix.static_dims(cur)
+        if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
+            return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
+        if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
+            return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")
+        bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
+        if bias is None:
+            return Match.fail(node, "Conv bias is not a constant")
+        return Match(f.then(k[:, :, 0, 0], bias))
+    if op in ("Add", "Sub", "Mul", "Div"):
+        (other,) = others or [None]
+        c = consts.get(other) if other else None
+        if c is None:
+            return Match.fail(node, f"{op} after the pooling with a non-constant operand")
+        vec = _feature_vector(c, out)
+        if vec is None:
+            return Match.fail(node, f"{op} constant of shape {c.shape} is not per-feature")
+        if op == "Add":
+            return Match(Affine(f.weight, f.bias + vec))
+        if op == "Sub":
+            return Match(Affine(f.weight, f.bias - vec) if node.input[0] == cur
+                         else f.scaled(-1.0, vec))
+        if op == "Mul":
+            return Match(f.scaled(vec))
+        if node.input[0] != cur:
+            return Match.fail(node, "Div of a constant by the pooled features is not linear")
+        return Match(f.scaled(1.0 / vec))
+    if op == "BatchNormalization":
+        vals = [consts.get(i) for i in node.input[1:5]]
+        if any(v is None for v in vals):
+            return Match.fail(node, "BatchNormalization with non-constant statistics")
+        scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+        s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+        return Match(f.scaled(s, shift - mean * s))
+    if op == "LayerNormalization":
+        return Match.fail(node, "LayerNormalization after the pooling (ConvNeXt-style head) is "
+                                "not linear in the pooled features")
+    if op in NONLINEAR_AFTER_POOL:
+        return Match.fail(node, f"{op} after the pooling: the head after pooling is non-linear "
+                                "(an MLP), only an affine classifier is supported")
+    return Match.fail(node, f"{op} after the pooling is not a supported linear classifier op")
+
+
+NONLINEAR_AFTER_POOL = (set(UNARY) | set(UNARY_WITH_ATTRS) | {"Clip"}) - {"Identity", "Dropout"}

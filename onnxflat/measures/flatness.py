@@ -1,0 +1,224 @@
+"""Per-batch terms of the closed forms of ``docs/flatness-math.md`` and their accumulation.
+
+For each sample n (math note sections 2-3), with ``p = softmax(f)``, ``delta = p - e_y``,
+``gamma = W^T delta``, ``q = W^T p``, ``B = W^T diag(p) W - q q^T``, ``R_jj' = <v_j, v_j'>``,
+``e_j = (1/P) sum_p phi''_jp ||x_p||^2`` and ``G = K K^T``:
+
+    trace_conv = sum_j B_jj R_jj + gamma_j e_j
+    kappa_conv = sum_jj' G_jj' B_jj' R_jj' + sum_j G_jj gamma_j e_j
+    trace_fc   = ||g||^2 (1 - ||p||^2)
+    kappa_fc   = ||g||^2 (sum_s (W W^T)_ss p_s - p^T W W^T p)
+
+Everything is array-API code (NumPy, CuPy, torch); nothing here knows ONNX or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from array_api_compat import array_namespace, to_device
+from array_api_compat import device as _device
+
+from ..errors import NumericalError
+from ..graph.head import NCHW, Head, Layer
+from . import jets
+from .patches import Geometry, choose_route, filter_gram, geometry
+from .result import ClassifierResult, LayerResult, Result
+from .stats import Moments
+
+# Largest float64 intermediate (elements) the dense per-sample products may allocate.
+CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class Options:
+    """kappa: compute the filter-wise kappa (the dense ``C x C_out^2`` part);
+    route: force a patch route ('pixel', 'patch', 'vector') instead of the cheapest."""
+
+    kappa: bool = True
+    route: str | None = None
+
+
+def channelwise_derivatives(layer: Layer, tensors: dict, xp):
+    """``phi'`` and ``phi''`` ``(N, C_out, P)`` (``phi''`` None when identically 0)."""
+    z = xp.astype(xp.asarray(tensors[layer.conv.output]), xp.float64)
+    env = {layer.conv.output: jets.Jet(z, xp.ones_like(z))}
+    dev = _device(z)
+    for step in layer.steps:
+        args = []
+        for op in step.inputs:
+            if op.kind == "dep":
+                args.append(env[op.name])
+            elif op.kind == "const":
+                args.append(xp.asarray(op.value, device=dev))
+            else:
+                args.append(xp.astype(xp.asarray(tensors[op.name]), xp.float64))
+        out = jets.FUNCTIONS[step.fn](*args, **step.params)
+        dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
+        if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
+            raise NumericalError(f"step '{step.node}' broadcasts the conv output "
+                                 f"{dep_shape} to {tuple(out.v.shape)}")
+        env[step.output] = out
+    final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
+    if layer.layout != NCHW:
+        final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
+    n, c = final.v.shape[0], final.v.shape[1]
+    d1 = xp.reshape(final.d1, (n, c, -1))
+    d2 = None if final.d2 is None else xp.reshape(final.d2, (n, c, -1))
+    return d1, d2
+
+
+class FlatnessAccumulator:
+    """Accumulates the per-sample terms of all measures of a head over batches.
+
+    ``update(tensors, y)`` takes the fetched tensors of one batch (by name, see
+    ``Head.fetches``) and integer labels ``(N,)``; ``merge`` combines accumulators of
+    shards; ``result()`` gives the final :class:`Result`.
+    """
+
+    def __init__(self, head: Head, options: Options = Options()):
+        self.head = head
+        self.options = options
+        names = ["loss", "correct", "fc.trace", "fc.kappa"]
+        for i in range(len(head.layers)):
+            names += [f"{i}.trace"] + ([f"{i}.kappa"] if options.kappa else [])
+        self.moments = Moments(tuple(names))
+        self._geometry: dict[tuple, Geometry] = {}
+        self._xp_consts: dict = {}
+
+    def _const(self, xp, key, fn, dev):
+        k = (id(xp), key)
+        if k not in self._xp_consts:
+            self._xp_consts[k] = xp.asarray(fn(), device=dev)
+        return self._xp_consts[k]
+
+    def _geom(self, layer: Layer, a_shape, z_shape) -> Geometry:
+        key = (layer.conv.node, tuple(a_shape[1:]), tuple(z_shape[2:]))
+        if key not in self._geometry:
+            c = layer.conv
+            try:
+                self._geometry[key] = geometry(a_shape[1], a_shape[2], a_shape[3],
+                                               c.kernel.shape, c.groups, tuple(z_shape[2:]),
+                                               c.strides, c.dilations, c.pads, c.auto_pad)
+            except ValueError as exc:
+                raise NumericalError(f"conv '{c.node}': {exc}") from None
+        return self._geometry[key]
+
+    def update(self, tensors: dict, y) -> None:
+        head = self.head
+        g0 = tensors[head.pooling.output]
+        xp = array_namespace(g0)
+        dev = _device(g0)
+        n = g0.shape[0]
+        y = xp.asarray(y, device=dev)
+        g = xp.astype(xp.reshape(xp.asarray(g0), (n, -1)), xp.float64)
+        w = self._const(xp, "W", lambda: head.classifier.weight, dev)
+        f = xp.matmul(g, w.T) + self._const(xp, "c", lambda: head.classifier.bias, dev)
+        self._check_logits(xp, f, tensors.get(head.classifier.logits))
+        m = xp.max(f, axis=1, keepdims=True)
+        logp = f - m - xp.log(xp.sum(xp.exp(f - m), axis=1, keepdims=True))
+        p = xp.exp(logp)
+        onehot = xp.astype(xp.arange(f.shape[1], device=dev)[None, :] == y[:, None], xp.float64)
+        terms = {"loss": -xp.sum(logp * onehot, axis=1),
+                 "correct": xp.astype(xp.argmax(f, axis=1) == y, xp.float64)}
+        delta = p - onehot
+        gn2 = xp.sum(g * g, axis=1)
+        wwt = self._const(xp, "WWt", lambda: head.classifier.weight @ head.classifier.weight.T,
+                          dev)
+        pw = xp.matmul(p, wwt)
+        terms["fc.trace"] = gn2 * (1.0 - xp.sum(p * p, axis=1))
+        terms["fc.kappa"] = gn2 * (xp.sum(p * xp.linalg.diagonal(wwt)[None, :], axis=1)
+                                   - xp.sum(pw * p, axis=1))
+        vectors = {}
+        for i, layer in enumerate(head.layers):
+            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, w, p, delta)
+            terms[f"{i}.trace"], vectors[f"{i}.trace"] = t, tf
+            if self.options.kappa:
+                terms[f"{i}.kappa"], vectors[f"{i}.kappa"] = k, kf
+        host = {k: np.asarray(to_device(v, "cpu")) for k, v in terms.items()}
+        bad = [k for k, v in host.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise NumericalError(f"non-finite {', '.join(bad)} (the model's activations or "
+                                 "logits overflow on this data)")
+        self.moments.add(host, {k: np.asarray(to_device(v, "cpu")) for k, v in vectors.items()})
+
+    @staticmethod
+    def _check_logits(xp, f, model_logits) -> None:
+        """The folded classifier must reproduce the model's own logits (float32 tolerance)."""
+        if model_logits is None:
+            return
+        ref = xp.astype(xp.reshape(xp.asarray(model_logits), f.shape), xp.float64)
+        err = float(xp.max(xp.abs(f - ref)))
+        scale = float(xp.max(xp.abs(ref))) + 1.0
+        if not err <= 1e-3 * scale:
+            if not np.isfinite(err):
+                raise NumericalError("non-finite logits")
+            raise NumericalError(f"the folded classifier disagrees with the model's logits "
+                                 f"(max error {err:.3g}); the head was not recognised correctly")
+
+    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, delta):
+        conv = layer.conv
+        a = xp.astype(xp.asarray(tensors[conv.input]), xp.float64)
+        z_shape = tuple(tensors[conv.output].shape)
+        geo = self._geom(layer, a.shape, z_shape)
+        dev = _device(a)
+        d1, d2 = channelwise_derivatives(layer, tensors, xp)
+        c_out, off = conv.out_channels, layer.channel_offset
+        ws = w[:, off:off + c_out]  # (C, C_out)
+        gamma = xp.matmul(delta, ws)
+        q = xp.matmul(p, ws)
+        bdiag = xp.matmul(p, ws * ws) - q * q  # (N, C_out)
+        kk = self._const(xp, f"G{i}", lambda: conv.kernel.reshape(c_out, -1)
+                         @ conv.kernel.reshape(c_out, -1).T, dev)
+        knorm2 = xp.linalg.diagonal(kk)
+        full = self.options.kappa
+        route = self.options.route or choose_route(geo, full)
+        n = a.shape[0]
+        per_sample = c_out * c_out + c_out * w.shape[0] + geo.positions * max(
+            c_out, geo.h * geo.w) + geo.d * (geo.positions + c_out)
+        step = max(1, CHUNK_ELEMENTS // per_sample)
+        traces, kappas = [], []
+        for s in range(0, n, step):
+            sl = slice(s, min(n, s + step))
+            r, sq = filter_gram(a[sl], d1[sl], geo, full, route)
+            e = 0.0 if d2 is None else xp.sum(d2[sl] * sq, axis=2) / geo.positions
+            rdiag = xp.linalg.diagonal(r) if full else r
+            traces.append(bdiag[sl] * rdiag + gamma[sl] * e)
+            if full:
+                mm = kk[None, :, :] * r  # (n, C_out, C_out)
+                u = xp.matmul(mm, ws.T[None, :, :])  # (n, C_out, C)
+                first = xp.matmul(u * ws.T[None, :, :], p[sl][:, :, None])[:, :, 0]
+                second = xp.matmul(mm, q[sl][:, :, None])[:, :, 0] * q[sl]
+                kappas.append(first - second + knorm2[None, :] * gamma[sl] * e)
+        tf = xp.concat(traces, axis=0)
+        kf = xp.concat(kappas, axis=0) if full else None
+        return (xp.sum(tf, axis=1), None if kf is None else xp.sum(kf, axis=1),
+                xp.sum(tf, axis=0), None if kf is None else xp.sum(kf, axis=0))
+
+    def merge(self, other: "FlatnessAccumulator") -> None:
+        self.moments.merge(other.moments)
+
+    def result(self, model: str, provider: str | None = None) -> Result:
+        mo = self.moments
+        layers = []
+        for i, layer in enumerate(self.head.layers):
+            k2 = float(np.sum(layer.conv.kernel ** 2))
+            tr = mo.value(f"{i}.trace")
+            stderr = {"trace": mo.stderr(f"{i}.trace"),
+                      "kappa_layerwise": k2 * mo.stderr(f"{i}.trace")}
+            per_filter = {"trace": mo.vector_mean(f"{i}.trace").tolist()}
+            kappa = None
+            if self.options.kappa:
+                kappa = mo.value(f"{i}.kappa")
+                stderr["kappa"] = mo.stderr(f"{i}.kappa")
+                per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
+            layers.append(LayerResult(layer.conv.node, layer.describe(), tr, kappa, k2 * tr,
+                                      stderr, per_filter))
+        clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
+                               {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")})
+        return Result(model=model, n_samples=mo.n, loss=mo.value("loss"),
+                      accuracy=mo.value("correct"),
+                      stderr={"loss": mo.stderr("loss"), "accuracy": mo.stderr("correct")},
+                      layers=layers, classifier=clf, provider=provider,
+                      head=self.head.describe())

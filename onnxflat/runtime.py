@@ -1,0 +1,99 @@
+"""onnxruntime stage: expose the head's intermediate tensors and run batches.
+
+Knows nothing of the formulas: it turns ``Head.fetches`` into graph outputs, builds a
+session (CUDA execution provider when available, else CPU) and returns, per batch, the
+fetched tensors by name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import DataError, ModelError
+from .graph.head import Head
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def select_providers(device: str = "auto") -> list[str]:
+    """Providers to ask for: ``auto`` prefers CUDA when this onnxruntime build has it."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if CUDA not in available:
+            raise ModelError("--device cuda: this onnxruntime has no CUDA provider; install the "
+                             "GPU build (see README, 'GPU install')")
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+class Extractor:
+    """Runs a model and returns the tensors a :class:`Head` needs, batch by batch.
+
+    ``run(x)`` with x ``(N, *input_shape[1:])`` returns ``{name: array}`` for every name
+    in ``head.fetches``. A model exported with a fixed batch size b is fed b samples at a
+    time (the last chunk zero-padded and trimmed), so any N works.
+    """
+
+    def __init__(self, model: onnx.ModelProto, head: Head, device: str = "auto",
+                 threads: int | None = None):
+        self.head = head
+        self.input_name = head.input_name
+        # The model input itself may be needed (a conv on the input); it is passed through.
+        self.fetches = [n for n in head.fetches if n != self.input_name]
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        outputs = {o.name for o in m.graph.output}
+        for name in self.fetches:
+            if name not in outputs:
+                m.graph.output.append(onnx.ValueInfoProto(name=name))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(m.SerializeToString(), so,
+                                                providers=select_providers(device))
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"onnxruntime cannot load the model: {msg}") from None
+        self.provider = self.session.get_providers()[0]
+        self.input_dtype = np.dtype(head.input_dtype)
+        dim0 = head.input_shape[0] if head.input_shape else None
+        self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        out = self._batched(x)
+        if self.input_name in self.head.fetches:
+            out[self.input_name] = x
+        return out
+
+    def _batched(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        b = self.fixed_batch
+        if b is None or x.shape[0] == b:
+            return self._run(x)
+        parts = []
+        for s in range(0, x.shape[0], b):
+            chunk = x[s:s + b]
+            k = chunk.shape[0]
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], x.dtype)])
+            parts.append({n: v[:k] for n, v in self._run(chunk).items()})
+        return {n: np.concatenate([p[n] for p in parts]) for n in self.fetches}
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(self.fetches, {self.input_name: x})
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"onnxruntime failed on a batch of shape {x.shape}: {msg}") from None
+        return dict(zip(self.fetches, values))

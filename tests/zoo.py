@@ -1,0 +1,175 @@
+"""Small torch CNNs with a conv-GAP-linear head, exported to ONNX for the tests.
+
+Each case names the parameters the reference differentiates: ``convs`` (kernel parameter
+names, one per expected layer, in graph order) and ``fc`` (classifier weight name).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import onnx
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _bn(c: int, seed: int) -> nn.BatchNorm2d:
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.weight.copy_(0.5 + torch.rand(c, generator=g))
+        bn.bias.copy_(0.3 * torch.randn(c, generator=g))
+        bn.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+        bn.running_var.copy_(0.5 + torch.rand(c, generator=g))
+    return bn
+
+
+class Head(nn.Module):
+    """stem conv -> ReLU -> last conv -> channel-wise ops -> pooling -> classifier."""
+
+    def __init__(self, act=None, *, c_in=3, c_mid=4, c_out=6, classes=5, k=3, stride=1, pad=1,
+                 dilation=1, groups=1, bias=True, bn=None, pool="gap", matmul=False, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Conv2d(c_in, c_mid, 3, padding=1)
+        self.conv = nn.Conv2d(c_mid, c_out, k, stride=stride, padding=pad, dilation=dilation,
+                              groups=groups, bias=bias)
+        self.bn = _bn(c_out, seed + 1) if bn else None
+        self.bn_where = bn
+        self.act = act if act is not None else nn.ReLU()
+        self.pool = pool
+        self.matmul = matmul
+        self.fc = nn.Linear(c_out, classes)
+        with torch.no_grad():
+            self.conv.weight.mul_(2.0)
+            self.fc.weight.mul_(3.0)
+
+    def features(self, x):
+        h = F.relu(self.stem(x))
+        z = self.conv(h)
+        if self.bn_where == "before":
+            z = self.bn(z)
+        a = self.act(z)
+        if self.bn_where == "after":
+            a = self.bn(a)
+        return a
+
+    def forward(self, x):
+        a = self.features(x)
+        g = a.mean(dim=(2, 3)) if self.pool == "mean" else F.adaptive_avg_pool2d(a, 1).flatten(1)
+        if self.matmul:
+            return torch.matmul(g, self.fc.weight.t()) + self.fc.bias
+        return self.fc(g)
+
+
+class Residual(nn.Module):
+    """A ResNet basic block as the last stage; ``project`` adds a 1x1 conv shortcut."""
+
+    def __init__(self, project=False, classes=5, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+        self.bn1 = _bn(6, seed + 1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, bias=False)
+        self.bn2 = _bn(6, seed + 2)
+        self.short = nn.Conv2d(4, 6, 1, bias=False) if project else None
+        self.fc = nn.Linear(6, classes)
+        with torch.no_grad():
+            self.fc.weight.mul_(3.0)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        s = self.short(h) if self.short is not None else torch.cat([h, h[:, :2]], 1)
+        out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(h))))) + s)
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class WithSoftmax(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return torch.softmax(self.inner(x), dim=1)
+
+
+@dataclass
+class Case:
+    name: str
+    build: object
+    convs: list[str]
+    fc: str = "fc.weight"
+    softmax: bool = False
+    dynamo: bool = False
+    keep_bn: bool = False
+    fixed_batch: bool = False
+    input_hw: int = 8
+    # The exported graph writes the activation's constants (sqrt 2, 0.044715, ...) in float32,
+    # so it computes a function 1e-8 away from torch's float64 one: the float64 comparison
+    # of such cases can only reach that.
+    f64_tol: float = 1e-10
+
+
+CASES = [
+    Case("stride2_pad_relu", lambda: Head(stride=2, pad=1), ["conv.weight"]),
+    Case("dilation_nobias_relu6_mean", lambda: Head(nn.ReLU6(), dilation=2, pad=2, bias=False,
+                                                    pool="mean"), ["conv.weight"]),
+    Case("groups_bn_before_silu", lambda: Head(nn.SiLU(), groups=2, bn="before", c_mid=4,
+                                               c_out=6), ["conv.weight"], keep_bn=True),
+    Case("bn_after_relu", lambda: Head(bn="after"), ["conv.weight"]),
+    Case("residual_identity", lambda: Residual(False), ["conv2.weight"], keep_bn=True),
+    Case("residual_projection", lambda: Residual(True), ["short.weight", "conv2.weight"]),
+    Case("gelu_softmax", lambda: Head(nn.GELU(), pad=0), ["conv.weight"], softmax=True,
+         f64_tol=1e-8),
+    Case("tanh_gelu_matmul_add", lambda: Head(nn.GELU(approximate="tanh"), matmul=True),
+         ["conv.weight"], f64_tol=1e-7),
+    Case("leaky_depthwise", lambda: Head(nn.LeakyReLU(0.1), groups=4, c_mid=4, c_out=8),
+         ["conv.weight"], f64_tol=1e-8),  # alpha is the float32 0.1
+    Case("tanh_1x1", lambda: Head(nn.Tanh(), k=1, pad=0), ["conv.weight"]),
+    Case("hardswish_stride2_nopad", lambda: Head(nn.Hardswish(), stride=2, pad=0, k=3),
+         ["conv.weight"], f64_tol=1e-7),  # onnx's reference HardSwish uses float32 1/6
+    Case("elu_softplus_bn", lambda: Head(nn.Sequential(nn.ELU(), nn.Softplus()), bn="before"),
+         ["conv.weight"], keep_bn=True),
+    Case("dynamo_silu_bn", lambda: Head(nn.SiLU(), bn="before"), ["conv.weight"], dynamo=True),
+    Case("dynamo_residual_gelu_mean",
+         lambda: Head(nn.GELU(), pool="mean", dilation=2, pad=2), ["conv.weight"], dynamo=True,
+         f64_tol=1e-8),
+    Case("fixed_batch_1", lambda: Head(nn.ReLU6(), stride=2), ["conv.weight"],
+         fixed_batch=True),
+]
+
+
+def fold_bn_into_conv(model: nn.Module) -> nn.Module:
+    """The model as the TorchScript exporter sees it with constant folding (BN fused)."""
+    if isinstance(model, Head) and model.bn_where == "before":
+        model.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(model.conv, model.bn)
+        model.bn_where, model.bn = None, None
+    if isinstance(model, Residual):
+        model.conv2 = torch.nn.utils.fusion.fuse_conv_bn_eval(model.conv2, model.bn2)
+        model.conv1 = torch.nn.utils.fusion.fuse_conv_bn_eval(model.conv1, model.bn1)
+        model.bn1 = model.bn2 = nn.Identity()
+    return model
+
+
+def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, keep_bn=False,
+           fixed_batch=False) -> onnx.ModelProto:
+    """Export with the real torch exporter; returns the ONNX model."""
+    model = model.eval()
+    wrapped = WithSoftmax(model) if softmax else model
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            prog = torch.onnx.export(wrapped, (x,), dynamo=True, verbose=False,
+                                     dynamic_shapes=None if fixed_batch else
+                                     {"x": {0: torch.export.Dim("n")}})
+            return prog.model_proto
+        torch.onnx.export(wrapped, (x[:1] if fixed_batch else x,), buf, dynamo=False,
+                          input_names=["x"], output_names=["out"],
+                          dynamic_axes=None if fixed_batch else {"x": {0: "n"}},
+                          do_constant_folding=not keep_bn)
+    return onnx.load_from_string(buf.getvalue())
