@@ -23,10 +23,12 @@ class ArrayDataset:
     for NaN/Inf batch by batch, so memory is bounded by the batch, not by N.
     """
 
-    def __init__(self, x, y, name: str = "data"):
+    def __init__(self, x, y, name: str = "data", index: np.ndarray | None = None):
         self.name = name
         self.x = x
         self.y = _labels(y, name)
+        # Optional sorted subset of sample indices, read lazily (memmaps stay on disk).
+        self.index = None if index is None else np.asarray(index, np.int64)
         if self.x.ndim < 2:
             raise DataError(f"{name}: x must have a sample axis and input axes, got shape "
                             f"{self.x.shape}")
@@ -38,7 +40,16 @@ class ArrayDataset:
         self.x_dtype = _check_x_dtype(self.x, name)
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.y) if self.index is None else len(self.index)
+
+    def subset(self, indices) -> "ArrayDataset":
+        """The samples at ``indices`` (kept in the given order), without copying x."""
+        idx = np.asarray(indices, np.int64)
+        if self.index is not None:
+            idx = self.index[idx]
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.y)):
+            raise DataError(f"{self.name}: subset index out of range")
+        return ArrayDataset(self.x, self.y, self.name, idx)
 
     def check_fits(self, input_shape: tuple, num_classes: int) -> None:
         """Raise DataError unless x fits the model input and labels fit the classes."""
@@ -56,7 +67,7 @@ class ArrayDataset:
                     hint = " (looks like NCHW data for an NHWC model: use x.transpose(0, 2, 3, 1))"
             raise DataError(f"{self.name}: samples have shape {got}, the model expects "
                             f"{shown}{hint}")
-        lo, hi = int(self.y.min()), int(self.y.max())
+        lo, hi = int(self.y.min()), int(self.y.max())  # over all samples, not only a subset
         if lo < 0 or hi >= num_classes:
             bad = int(np.flatnonzero((self.y < 0) | (self.y >= num_classes))[0])
             raise DataError(f"{self.name}: label {int(self.y[bad])} at index {bad} is out of "
@@ -66,14 +77,19 @@ class ArrayDataset:
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1, got {batch_size}")
         for s in range(0, len(self), batch_size):
-            xb = np.asarray(self.x[s:s + batch_size])
+            if self.index is None:
+                rows = np.arange(s, min(s + batch_size, len(self)))
+                xb = np.asarray(self.x[s:s + batch_size])
+            else:
+                rows = self.index[s:s + batch_size]
+                xb = np.asarray(self.x[rows])
             if xb.dtype != self.x_dtype:
                 xb = xb.astype(self.x_dtype)
             finite = np.isfinite(xb)
             if not finite.all():
-                i = s + int(np.flatnonzero(~finite.reshape(len(xb), -1).all(axis=1))[0])
+                i = int(rows[np.flatnonzero(~finite.reshape(len(xb), -1).all(axis=1))[0]])
                 raise DataError(f"{self.name}: sample {i} of x contains NaN or Inf")
-            yield s, xb, self.y[s:s + batch_size]
+            yield s, xb, self.y[rows]
 
 
 def _check_x_dtype(x, name: str) -> np.dtype:

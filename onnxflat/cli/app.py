@@ -1,0 +1,57 @@
+"""The ``onnxflat`` command group and the error guard every command uses.
+
+Exit codes: 0 success, 2 bad input (one line on stderr), 3 unexpected error
+(``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from .. import __version__
+from ..errors import OnnxflatError
+
+EXIT_BAD_INPUT = 2
+EXIT_UNEXPECTED = 3
+
+
+def guard(fn):
+    """Map user errors to exit 2 and anything else to exit 3, without a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except OnnxflatError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence
+            if (ctx.find_root().obj or {}).get("debug"):
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+                       "the traceback, and please report it)", err=True)
+            ctx.exit(EXIT_UNEXPECTED)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxflat")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def main(ctx, debug, verbose):
+    """Exact Hessian trace and relative flatness of a CNN's conv-GAP-linear head.
+
+    \b
+    Examples:
+      onnxflat inspect models/digits_cnn.onnx
+      onnxflat measure models/digits_cnn.onnx --data models/digits_train.npz
+    """
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(levelname)s: %(message)s")
