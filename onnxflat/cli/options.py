@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import click
 
 from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
-from ..data import DataSpec, ImageOptions, open_data
+from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
 from ..errors import DataError
 from ..measures import Result
@@ -125,17 +125,26 @@ def json_option(help_text: str = "Write the full result as JSON."):
     return click.option("--json", "json_out", type=click.Path(dir_okay=False), help=help_text)
 
 
-def run_measure(model: str, data: DataSpec, run: RunOptions) -> Result:
-    """Measure ``model`` on ``data`` with a progress bar (samples/s, ETA) unless quiet."""
+def fit_data(model: str, data: DataSpec) -> DataSpec:
+    """``data`` with image options left open filled from the model's input."""
+    if data.kind != "images":
+        return data
+    from ..graph import analyze
+    return data.fit(analyze(model).input_shape)
+
+
+def progress_bar(total: int, model: str, quiet: bool):
+    """A tqdm bar over samples (rate in samples/s, ETA), off when quiet or not a terminal."""
     from tqdm import tqdm
 
-    if data.kind == "images":
-        from ..graph import analyze
-        data = data.fit(analyze(model).input_shape)
-    ds = open_data(data)
+    return tqdm(total=total, unit="sample", desc=click.format_filename(model, shorten=True),
+                disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
+
+
+def run_measure(model: str, data: DataSpec, run: RunOptions) -> Result:
+    """Measure ``model`` on ``data`` with a progress bar unless quiet."""
+    ds = fit_data(model, data).open()
     log.info("data: %s, %d samples", data.name, len(ds))
-    quiet = run.quiet or not sys.stderr.isatty()
-    with tqdm(total=len(ds), unit="sample", desc=click.format_filename(model, shorten=True),
-              disable=quiet, leave=False, file=sys.stderr) as bar:
+    with progress_bar(len(ds), model, run.quiet) as bar:
         return measure_api(model, ds, batch_size=run.batch_size, kappa=run.kappa,
                            device=run.device, progress=lambda done: bar.update(done - bar.n))

@@ -231,7 +231,7 @@ def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -
     axis = int(ix.attrs(node).get("axis", 0)) % len(lay)
     if lay[axis] != 1:
         return Match.fail(node, "Concat along an axis that is not the conv's channel axis")
-    if len(set(deps)) != 1 or node.input.count(deps[0]) != 1:
+    if len(set(deps)) != 1 or list(node.input).count(deps[0]) != 1:
         return Match.fail(node, "Concat of several conv-dependent tensors")
     sizes = []
     for i in node.input:
