@@ -47,8 +47,10 @@ REFUSALS = {
     "refuse_flatten_dense": (None, "no global average pooling"),
     "refuse_global_max_pool": ("refuse_global_max_pool_1/global_max_pooling2d_1/Max",
                                "GlobalMaxPool is not a global average pooling"),
-    "refuse_squeeze_excitation": ("refuse_squeeze_excitation_1/multiply_1/Mul",
-                                  "is broadcast to"),
+    # the head conv's output also feeds the gate's pooling; the gate conv is rejected too
+    # ("is broadcast to"), but the head conv's reason is the one reported
+    "refuse_squeeze_excitation": (
+        "refuse_squeeze_excitation_1/global_average_pooling2d_1_1/Mean", "squeeze-excitation"),
 }
 
 
