@@ -35,8 +35,8 @@ HEADS = {
 
 REFUSALS = {
     "refuse_maxpool_before_gap": ("MaxPool.0", "MaxPool is a spatial operation"),
-    "refuse_mobilenetv3_head": ("Mul.1", "after the pooling feeds several nodes"),
-    "refuse_se_block": ("Mul.1", "is broadcast to"),
+    "refuse_mobilenetv3_head": ("HardSigmoid.2", "the head after pooling is non-linear"),
+    "refuse_se_block": ("GlobalAveragePool.0", "squeeze-excitation"),
 }
 
 
