@@ -35,6 +35,9 @@ HEADS = {
     "erf_gelu_transposes": ("ReduceMean", NHWC, False, ["mul", "mul", "erf", "add", "mul"]),
     "erf_gelu_transposes_op18": ("ReduceMean", NHWC, False,
                                  ["mul", "mul", "erf", "add", "mul"]),
+    # channel-last per-channel constants (BN as Mul/Add) and a Concat on axis 3
+    "bn_after_relu_nhwc": ("ReduceMean", NHWC, False, ["relu", "mul", "add"]),
+    "concat_branches_nhwc": ("ReduceMean", NHWC, False, None),
 }
 
 # case -> (node named by the refusal, substring of the reason); None: no node applies
