@@ -80,7 +80,9 @@ def test_keras_head_detected(name):
     assert all(layer.layout == layout for layer in head.layers)
     assert (head.classifier.softmax is not None) == softmax
     assert [n.rsplit("/", 1)[-1] for n in head.classifier.nodes] == ["MatMul", "BiasAdd"]
-    if fns is not None:
+    if fns is None:  # Concatenate([4 channels, 3 channels])
+        assert sorted(layer.channel_offset for layer in head.layers) == [0, 4]
+    else:
         (layer,) = head.layers
         assert [s.fn for s in layer.steps if s.fn not in ("transpose", "identity")] == fns
 
