@@ -43,7 +43,16 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
     else:
         batches = _checked(batches, head)
     extractor = Extractor(proto, head, device=device, threads=threads)
-    acc = FlatnessAccumulator(head, Options(kappa=kappa, route=route))
+    acc = accumulate(extractor, batches, Options(kappa=kappa, route=route), progress)
+    return acc.result(model=os.fspath(model), provider=extractor.provider)
+
+
+def accumulate(extractor: Extractor, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+               options: Options = Options(),
+               progress: Callable[[int], None] | None = None) -> FlatnessAccumulator:
+    """Run ``extractor`` over validated ``batches`` and accumulate the per-sample terms
+    (raises DataError when there are no samples)."""
+    acc = FlatnessAccumulator(extractor.head, options)
     done = 0
     for i, (xb, yb) in enumerate(batches):
         tensors = extractor.run(xb)
@@ -57,7 +66,7 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
             progress(done)
     if done == 0:
         raise DataError("no samples in the data")
-    return acc.result(model=os.fspath(model), provider=extractor.provider)
+    return acc
 
 
 def _checked(batches, head: Head):
