@@ -9,9 +9,9 @@ import click
 from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
 from ..data import load_npz
 from ..data.spec import DataSpec
-from ..partial import Shard, compute
 from ..report import result_summary, write_json
 from .app import guard, main
+from .scale import scale_options
 
 
 @main.command()
@@ -28,28 +28,19 @@ from .app import guard, main
               show_default=True, help="Execution provider.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Write the full result as JSON.")
-@click.option("--shard", "shard", metavar="I/N",
-              help="Measure only shard I of N (1-based; contiguous sample ranges), e.g. "
-                   "one Slurm array task; combine the partials with `onnxflat merge`.")
-@click.option("--partial", "partial_out", type=click.Path(dir_okay=False),
-              help="Write the shard's mergeable statistics (partial result file) here.")
+@scale_options
 @guard
 def measure(model, data_path, x_key, y_key, batch_size, no_filter_kappa, device, json_out,
-            shard, partial_out):
+            scale):
     """Measure trace and relative flatness of MODEL's head on labelled DATA.
 
     \b
     Example:
       onnxflat measure models/digits_cnn.onnx --data models/digits_train.npz --json out.json
     """
-    if shard or partial_out:
-        part = compute(model, DataSpec(data_path, x_key, y_key),
-                       Shard.parse(shard) if shard else Shard(1, 1),
-                       batch_size=batch_size, kappa=not no_filter_kappa, device=device)
-        if partial_out:
-            part.save(partial_out)
-            click.echo(f"wrote shard {part.shard} ({part.moments.n} samples) to {partial_out}",
-                       err=True)
+    if scale.active:
+        (part,) = scale.run([model], DataSpec(data_path, x_key, y_key), batch_size=batch_size,
+                            kappa=not no_filter_kappa, device=device)
         res = part.result()
     else:
         ds = load_npz(data_path, x_key, y_key)
