@@ -96,7 +96,7 @@ def test_shard_that_keeps_killing_workers_is_named(client, tmp_path):
 
 
 def test_user_error_on_a_worker_is_reported_not_retried(client, tmp_path):
-    with pytest.raises(DataError, match=r"shard [12]/2: data file not found"):
+    with pytest.raises(DataError, match=r"shard [12]/2: data not found"):
         measure_many(client, [MODEL], DataSpec(str(tmp_path / "gone.npz")), shards=2,
                      progress=False)
 

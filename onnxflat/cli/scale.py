@@ -17,6 +17,7 @@ import click
 from ..data.spec import DataSpec
 from ..errors import OnnxflatError
 from ..partial import Partial, Shard, compute
+from .options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,11 @@ class ScaleOptions:
     def active(self) -> bool:
         return bool(self.shard or self.partial or self.engine != "local")
 
-    def run(self, models: list[str], data: DataSpec, *, batch_size: int, kappa: bool,
-            device: str) -> list[Partial]:
+    def run(self, models: list[str], data: DataSpec, run: RunOptions) -> list[Partial]:
         """One merged (or, with --shard, one shard's) partial per model; writes --partial."""
         if self.partial and len(models) != 1:
             raise OnnxflatError("--partial writes the statistics of one model")
-        opts = dict(batch_size=batch_size, kappa=kappa, device=device)
+        opts = dict(batch_size=run.batch_size, kappa=run.kappa, device=run.device)
         if self.engine == "dask":
             if self.shard:
                 raise OnnxflatError("--shard is for running one shard yourself; with "
@@ -48,7 +48,7 @@ class ScaleOptions:
                 threads = None if self.address else max(
                     1, (os.cpu_count() or 1) // len(client.nthreads()))
                 parts = measure_many(client, models, data, self.shards, threads=threads,
-                                     progress=sys.stderr.isatty(), **opts)
+                                     progress=not run.quiet and sys.stderr.isatty(), **opts)
         else:
             parts = [compute(m, data, self.shard or Shard(1, 1), **opts) for m in models]
         if self.partial:
