@@ -47,20 +47,7 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
     else:
         batches = _checked(batches, head)
     extractor = Extractor(proto, head, device=device, threads=threads)
-    acc = FlatnessAccumulator(head, Options(kappa=kappa, route=route))
-    done = 0
-    for i, (xb, yb) in enumerate(batches):
-        tensors = extractor.run(xb)
-        try:
-            acc.update(tensors, yb)
-        except NumericalError as exc:
-            raise NumericalError(f"batch {i} (samples {done}..{done + len(yb) - 1}): "
-                                 f"{exc}") from None
-        done += len(yb)
-        if progress:
-            progress(done)
-    if done == 0:
-        raise DataError("no samples in the data")
+    acc = accumulate(extractor, batches, Options(kappa=kappa, route=route), progress)
     res = acc.result(model=os.fspath(model), provider=extractor.provider)
     warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes)
     return res
@@ -78,6 +65,28 @@ def warn_if_near_chance(accuracy: float, n: int, num_classes: int) -> bool:
                 "preprocessing, layout and labels; the measures say little about such a model",
                 accuracy, n, num_classes, chance)
     return True
+
+
+def accumulate(extractor: Extractor, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+               options: Options = Options(),
+               progress: Callable[[int], None] | None = None) -> FlatnessAccumulator:
+    """Run ``extractor`` over validated ``batches`` and accumulate the per-sample terms
+    (raises DataError when there are no samples)."""
+    acc = FlatnessAccumulator(extractor.head, options)
+    done = 0
+    for i, (xb, yb) in enumerate(batches):
+        tensors = extractor.run(xb)
+        try:
+            acc.update(tensors, yb)
+        except NumericalError as exc:
+            raise NumericalError(f"batch {i} (samples {done}..{done + len(yb) - 1}): "
+                                 f"{exc}") from None
+        done += len(yb)
+        if progress:
+            progress(done)
+    if done == 0:
+        raise DataError("no samples in the data")
+    return acc
 
 
 def _checked(batches, head: Head):

@@ -156,8 +156,8 @@ def fold_bn_into_conv(model: nn.Module) -> nn.Module:
 
 
 def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, keep_bn=False,
-           fixed_batch=False) -> onnx.ModelProto:
-    """Export with the real torch exporter; returns the ONNX model."""
+           fixed_batch=False, opset=None) -> onnx.ModelProto:
+    """Export with the real torch exporter (``opset``: its default when None)."""
     model = model.eval()
     wrapped = WithSoftmax(model) if softmax else model
     buf = io.BytesIO()
@@ -165,11 +165,12 @@ def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, ke
         warnings.simplefilter("ignore")
         if dynamo:
             prog = torch.onnx.export(wrapped, (x,), dynamo=True, verbose=False,
+                                     opset_version=opset,
                                      dynamic_shapes=None if fixed_batch else
                                      {"x": {0: torch.export.Dim("n")}})
             return prog.model_proto
         torch.onnx.export(wrapped, (x[:1] if fixed_batch else x,), buf, dynamo=False,
                           input_names=["x"], output_names=["out"],
                           dynamic_axes=None if fixed_batch else {"x": {0: "n"}},
-                          do_constant_folding=not keep_bn)
+                          do_constant_folding=not keep_bn, opset_version=opset)
     return onnx.load_from_string(buf.getvalue())

@@ -21,6 +21,8 @@ from .patterns import (BINARY, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES, TERMI
                        UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step, linear_step,
                        pooling_axes)
 
+# Consumers that read only a tensor's shape, never its values: they are not a path.
+SHAPE_ONLY = ("Shape", "Size")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
 
@@ -87,15 +89,23 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
             layers.append(m.value)
         else:
             rejected.append(m)
+    # The classifier is checked first: a non-linear head after the pooling (MLP, LayerNorm)
+    # is the reason a model fails even when its convs would qualify.
+    features = _num_features(ix, pool, layers)
+    m = _match_classifier(ix, pool, features) if features else None
+    if m is not None and not m:
+        return m
     if not layers:
         if rejected:
-            return rejected[-1]
+            # A conv that only feeds another conv is not a head candidate: report the others.
+            conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
+            return min(rejected, key=lambda r: r.node in conv_names)
         if blockers:
             return blockers[0]
         return Match.fail(pool, "no Conv reaches the pooling through channel-wise operations")
-    m = _match_classifier(ix, pool, _num_features(ix, pool, layers))
-    if not m:
-        return m
+    if m is None:
+        raise HeadNotFoundError(GraphIndex.node_name(pool), "cannot determine the number of "
+                                                            "pooled features")
     for layer in layers:
         if layer.channel_offset + layer.conv.out_channels > m.value.weight.shape[1]:
             return Match.fail(pool, "the conv's channels do not fit the classifier's input")
@@ -162,7 +172,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
         if key in done:
             continue
         done.add(key)
-        if node is pool:
+        if node is pool or node.op_type in SHAPE_ONLY:
             continue
         deps = [i for i in node.input if i in layout]
         lay = layout[deps[0]]
@@ -231,7 +241,7 @@ def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -
     axis = int(ix.attrs(node).get("axis", 0)) % len(lay)
     if lay[axis] != 1:
         return Match.fail(node, "Concat along an axis that is not the conv's channel axis")
-    if len(set(deps)) != 1 or node.input.count(deps[0]) != 1:
+    if len(set(deps)) != 1 or list(node.input).count(deps[0]) != 1:
         return Match.fail(node, "Concat of several conv-dependent tensors")
     sizes = []
     for i in node.input:
@@ -253,14 +263,13 @@ def _slice_channels(v: np.ndarray, lay: tuple, width: int, off: int, c_out: int)
     return np.take(v, np.arange(off, off + c_out), axis=ax)
 
 
-def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> int:
+def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> int | None:
     dims = ix.static_dims(pool.output[0])
     if dims is not None and all(isinstance(d, int) and d > 0 for d in dims[1:]):
         return int(np.prod(dims[1:]))
-    if all(layer.channel_offset == 0 for layer in layers):
+    if layers and all(layer.channel_offset == 0 for layer in layers):
         return layers[0].conv.out_channels
-    raise HeadNotFoundError(GraphIndex.node_name(pool), "cannot determine the number of "
-                                                        "pooled features")
+    return None
 
 
 def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Match:
@@ -269,7 +278,7 @@ def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Ma
     f = Affine(np.eye(features), np.zeros(features))
     folded: list[str] = []
     while True:
-        consumers = ix.consumers.get(cur, [])
+        consumers = [n for n in ix.consumers.get(cur, []) if n.op_type not in SHAPE_ONLY]
         is_out = cur in ix.graph_outputs
         if not consumers:
             if is_out:

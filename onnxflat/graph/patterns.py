@@ -142,7 +142,7 @@ def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
         if op == "Pow" and ops[1].value.size != 1:
             return Match.fail(node, "Pow with a non-scalar exponent")
         bad = _check_operands(ctx, node, ops)
-        if bad:
+        if bad is not None:
             return bad
         if op == "Pow":
             return Match((Step(name, "pow", ops[:1], out, {"k": float(ops[1].value.reshape(-1)[0])}),

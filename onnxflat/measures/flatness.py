@@ -202,25 +202,45 @@ class FlatnessAccumulator:
         self.moments.merge(other.moments)
 
     def result(self, model: str, provider: str | None = None) -> Result:
-        mo = self.moments
-        layers = []
-        for i, layer in enumerate(self.head.layers):
-            k2 = float(np.sum(layer.conv.kernel ** 2))
-            tr = mo.value(f"{i}.trace")
-            stderr = {"trace": mo.stderr(f"{i}.trace"),
-                      "kappa_layerwise": k2 * mo.stderr(f"{i}.trace")}
-            per_filter = {"trace": mo.vector_mean(f"{i}.trace").tolist()}
-            kappa = None
-            if self.options.kappa:
-                kappa = mo.value(f"{i}.kappa")
-                stderr["kappa"] = mo.stderr(f"{i}.kappa")
-                per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
-            layers.append(LayerResult(layer.conv.node, layer.describe(), tr, kappa, k2 * tr,
-                                      stderr, per_filter))
-        clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
-                               {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")})
-        return Result(model=model, n_samples=mo.n, loss=mo.value("loss"),
-                      accuracy=mo.value("correct"),
-                      stderr={"loss": mo.stderr("loss"), "accuracy": mo.stderr("correct")},
-                      layers=layers, classifier=clf, provider=provider,
-                      head=self.head.describe())
+        return assemble(self.moments, HeadSummary.of(self.head), self.options.kappa, model,
+                        provider)
+
+
+@dataclass(frozen=True)
+class HeadSummary:
+    """What a :class:`Result` needs from the head besides the statistics (JSON-ready, so
+    partial results can be merged without the model): the head's description and per
+    layer ``(conv node, description, ||K||^2)``."""
+
+    description: str
+    layers: tuple[tuple[str, str, float], ...]
+
+    @classmethod
+    def of(cls, head: Head) -> "HeadSummary":
+        return cls(head.describe(), tuple(
+            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)))
+            for layer in head.layers))
+
+
+def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
+             provider: str | None = None) -> Result:
+    """The final :class:`Result` from merged statistics."""
+    layers = []
+    for i, (conv, description, k2) in enumerate(head.layers):
+        tr = mo.value(f"{i}.trace")
+        stderr = {"trace": mo.stderr(f"{i}.trace"),
+                  "kappa_layerwise": k2 * mo.stderr(f"{i}.trace")}
+        per_filter = {"trace": mo.vector_mean(f"{i}.trace").tolist()}
+        kap = None
+        if kappa:
+            kap = mo.value(f"{i}.kappa")
+            stderr["kappa"] = mo.stderr(f"{i}.kappa")
+            per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
+        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter))
+    clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
+                           {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")})
+    return Result(model=model, n_samples=mo.n, loss=mo.value("loss"),
+                  accuracy=mo.value("correct"),
+                  stderr={"loss": mo.stderr("loss"), "accuracy": mo.stderr("correct")},
+                  layers=layers, classifier=clf, provider=provider,
+                  head=head.description)

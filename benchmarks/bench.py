@@ -1,0 +1,172 @@
+"""Benchmark of issue 7: onnxflat against its two floors and against Hutchinson (PyHessian).
+
+Usage (from the repository root)::
+
+    python -m benchmarks.bench                 # all three models, default N, 3 repeats
+    python -m benchmarks.bench a --n 256       # one model, smaller N
+    python -m benchmarks.bench a --hutchinson  # also PyHessian's time to 1% (model a)
+
+Everything of one model is measured in ONE process with the same threads (onnxruntime intra-op,
+NumPy's BLAS and torch all get ``--threads``), batch size and session options, interleaved
+(F1, F2, onnxflat all, onnxflat without filter-wise kappa, repeated), and the minimum of the
+repeats is reported, so ratios stay meaningful on a loaded machine:
+
+- F1: plain onnxruntime inference over the data (session creation included);
+- F2: F1 plus the irreducible dense products of the filter-wise kappa for all N samples,
+  batched, float32 NumPy BLAS: per sample one ``C_out x C_out`` by ``C_out x C`` product and
+  the ``C_out x P`` by ``P x C_out`` product of ``R``;
+- onnxflat end to end through ``onnxflat.measure`` (load, analysis, session, math);
+  the timed runs share one list of pre-generated batches;
+- peak RSS of onnxflat at N and 4N, each in a fresh subprocess, with the data generated batch
+  by batch so that only onnxflat's own memory counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from threadpoolctl import threadpool_limits
+
+import onnxflat
+from onnxflat.graph import analyze_model, load_model
+
+from .models import SPECS, export
+
+
+def batches(spec, n: int, batch: int, seed: int = 0):
+    """The benchmark data, generated batch by batch (deterministic, same for every run)."""
+    for s in range(0, n, batch):
+        x, y = spec.data(min(batch, n - s), seed=seed * 1_000_003 + s)
+        yield x, y
+
+
+def f1(path, data, threads) -> float:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    t = time.perf_counter()
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    for x, _ in data:
+        sess.run(None, {name: x})
+    return time.perf_counter() - t
+
+
+def dense_products(head, positions, n, batch) -> float:
+    """Seconds of the kappa's dense products for n samples (float32, batched)."""
+    c_out = head.layers[0].conv.out_channels
+    c = head.classifier.num_classes
+    p = positions
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((c_out, c), dtype=np.float32)
+    total = 0.0
+    for s in range(0, n, batch):
+        b = min(batch, n - s)
+        m = rng.standard_normal((b, c_out, c_out), dtype=np.float32)
+        d = rng.standard_normal((b, c_out, p), dtype=np.float32)
+        t = time.perf_counter()
+        np.matmul(m, w)
+        np.matmul(d, d.transpose(0, 2, 1))
+        total += time.perf_counter() - t
+    return total
+
+
+def run_onnxflat(path, data, threads, kappa) -> tuple[float, object]:
+    t = time.perf_counter()
+    res = onnxflat.measure(path, batches=data, kappa=kappa, threads=threads)
+    return time.perf_counter() - t, res
+
+
+def vm_hwm_mib() -> float:
+    """This process's peak RSS in MiB (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss(key, n, batch, threads) -> float:
+    """Peak RSS (MiB) of a fresh process running onnxflat (all measures) on n samples."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench", key, "--n", str(n),
+                          "--batch", str(batch), "--threads", str(threads), "--rss-child"],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_model(key, n, batch, threads, repeats, rss: bool) -> dict:
+    spec = SPECS[key]
+    path = export(key)
+    head = analyze_model(load_model(path), str(path))
+    data = list(batches(spec, n, batch))  # generated once, outside the timings
+    times = {"F1": [], "dense": [], "all": [], "nokappa": []}
+    for _ in range(repeats):
+        times["F1"].append(f1(path, data, threads))
+        times["dense"].append(dense_products(head, spec.positions, n, batch))
+        times["all"].append(run_onnxflat(path, data, threads, True)[0])
+        times["nokappa"].append(run_onnxflat(path, data, threads, False)[0])
+    best = {k: min(v) for k, v in times.items()}
+    best["F2"] = best["F1"] + best["dense"]
+    row = {"model": f"({key}) {spec.name}", "N": n, **best,
+           "nokappa/F1": best["nokappa"] / best["F1"], "all/F2": best["all"] / best["F2"]}
+    if rss:
+        r1, r4 = peak_rss(key, n, batch, threads), peak_rss(key, 4 * n, batch, threads)
+        row.update({"RSS N": r1, "RSS 4N": r4, "4N/N": r4 / r1})
+    return row
+
+
+def print_table(rows) -> None:
+    cols = ["model", "N", "F1", "F2", "nokappa", "all", "nokappa/F1", "all/F2", "RSS N",
+            "RSS 4N", "4N/N"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    fmt = {c: ("{:>8.2f}" if c not in ("model", "N") else "{}") for c in cols}
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---" for _ in cols) + "|")
+    for r in rows:
+        print("| " + " | ".join(fmt[c].format(r[c]).strip() if c in r else "" for c in cols)
+              + " |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=list(SPECS), choices=list(SPECS))
+    ap.add_argument("--n", type=int, help="samples (default: the issue's N of each model)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--hutchinson", action="store_true", help="PyHessian time to 1%% (model a)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    with threadpool_limits(args.threads):
+        if args.rss_child:
+            key = args.models[0]
+            spec = SPECS[key]
+            run_onnxflat(spec.path, batches(spec, args.n, args.batch), args.threads, True)
+            print(vm_hwm_mib())
+            return
+        print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, "
+              f"batch {args.batch}, min of {args.repeats} interleaved repeats, seconds")
+        rows = []
+        for key in args.models:
+            n = args.n or SPECS[key].n
+            rows.append(bench_model(key, n, args.batch, args.threads, args.repeats,
+                                    not args.no_rss))
+            print_table(rows[-1:])
+        print()
+        print_table(rows)
+        if args.hutchinson:
+            from .hutchinson import report
+            report("a", args.n or SPECS["a"].n, args.batch, args.threads, args.seeds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Keras models exported by tf2onnx: head detection, refusals, and measures vs TF autograd.
+
+The fixtures in tests/fixtures/keras are real tf2onnx exports with reference values
+computed by TensorFlow (float64 Hessians, nested GradientTape) at generation time:
+see tools/make_keras_fixtures.py. The ONNX runtime runs float32, hence the 1e-5 tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxflat
+from onnxflat.errors import HeadNotFoundError
+from onnxflat.graph import analyze
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+REFS = json.loads((FIXTURES / "references.json").read_text())["cases"]
+MEASURED = sorted(n for n, e in REFS.items() if "layers" in e)
+NHWC = (0, 2, 3, 1)
+NCHW = (0, 1, 2, 3)
+
+# case -> (pooling op, layout of the pooling input, trailing softmax, channel-wise fns)
+HEADS = {
+    "conv_bn_relu": ("GlobalAveragePool", NCHW, False, ["relu"]),
+    "relu6_dense_softmax": ("GlobalAveragePool", NCHW, True, ["clip"]),
+    "swish_stride2_same": ("GlobalAveragePool", NCHW, False, ["sigmoid", "mul"]),
+    "gelu_tanh_keepdims": ("ReduceMean", NCHW, False,
+                           ["mul", "pow", "mul", "add", "mul", "tanh", "add", "mul"]),
+    "dilated_valid_bn_after_relu": ("GlobalAveragePool", NCHW, False, ["relu", "mul", "add"]),
+    "depthwise_bn_relu6": ("GlobalAveragePool", NCHW, True, ["mul", "add", "clip"]),
+    "leaky_stride2_valid": ("GlobalAveragePool", NCHW, False, ["leaky_relu"]),
+    "residual_add": ("ReduceMean", NHWC, False, ["add", "relu"]),
+    "concat_branches": ("GlobalAveragePool", NCHW, False, None),
+    "erf_gelu_transposes": ("ReduceMean", NHWC, False, ["mul", "mul", "erf", "add", "mul"]),
+    "erf_gelu_transposes_op18": ("ReduceMean", NHWC, False,
+                                 ["mul", "mul", "erf", "add", "mul"]),
+}
+
+# case -> (node named by the refusal, substring of the reason); None: no node applies
+REFUSALS = {
+    "refuse_maxpool_before_gap": ("refuse_maxpool_before_gap_1/max_pooling2d_1/MaxPool2d",
+                                  "MaxPool is a spatial operation between the conv and the "
+                                  "pooling"),
+    "refuse_mlp_after_gap": ("refuse_mlp_after_gap_1/hidden_1/Relu",
+                             "the head after pooling is non-linear"),
+    "refuse_flatten_dense": (None, "no global average pooling"),
+    "refuse_global_max_pool": ("refuse_global_max_pool_1/global_max_pooling2d_1/Max",
+                               "GlobalMaxPool is not a global average pooling"),
+    # the head conv's output also feeds the gate's pooling; the gate conv is rejected too
+    # ("is broadcast to"), but the head conv's reason is the one reported
+    "refuse_squeeze_excitation": (
+        "refuse_squeeze_excitation_1/global_average_pooling2d_1_1/Mean", "squeeze-excitation"),
+}
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+@pytest.fixture(scope="module")
+def data():
+    with np.load(FIXTURES / "data.npz", allow_pickle=False) as d:
+        return d["x"], d["y"]
+
+
+def test_fixtures_are_tf2onnx_exports():
+    assert set(HEADS) == set(MEASURED) and set(REFUSALS) | set(MEASURED) == set(REFS)
+    opsets = set()
+    for name, entry in REFS.items():
+        m = onnx.load(FIXTURES / entry["file"])
+        assert m.producer_name == "tf2onnx"
+        opsets.add(entry["opset"])
+        first = m.graph.node[0]  # Keras feeds NHWC: the export starts with NHWC -> NCHW
+        assert first.op_type == "Transpose" and list(first.attribute[0].ints) == [0, 3, 1, 2]
+    assert len(opsets) >= 3
+
+
+@pytest.mark.parametrize("name", MEASURED)
+def test_keras_head_detected(name):
+    entry = REFS[name]
+    pool_op, layout, softmax, fns = HEADS[name]
+    head = analyze(FIXTURES / entry["file"])
+    assert sorted(layer.conv.node for layer in head.layers) == sorted(
+        ref["onnx_conv"] for ref in entry["layers"])
+    assert head.pooling.op == pool_op
+    assert all(layer.layout == layout for layer in head.layers)
+    assert (head.classifier.softmax is not None) == softmax
+    assert [n.rsplit("/", 1)[-1] for n in head.classifier.nodes] == ["MatMul", "BiasAdd"]
+    if fns is not None:
+        (layer,) = head.layers
+        assert [s.fn for s in layer.steps if s.fn not in ("transpose", "identity")] == fns
+
+
+@pytest.mark.parametrize("name", MEASURED)
+def test_keras_measure_matches_tensorflow(name, data):
+    entry = REFS[name]
+    x, y = data
+    res = onnxflat.measure(FIXTURES / entry["file"], x, y, batch_size=10)
+    got = {layer.conv: layer for layer in res.layers}
+    assert len(got) == len(entry["layers"])
+    for ref in entry["layers"]:
+        layer = got[ref["onnx_conv"]]
+        assert rel(layer.trace, ref["trace"]) < 1e-5, (layer.trace, ref["trace"])
+        assert rel(layer.kappa, ref["kappa"]) < 1e-5, (layer.kappa, ref["kappa"])
+        assert rel(layer.kappa_layerwise, ref["kappa_layerwise"]) < 1e-5
+    assert rel(res.classifier.trace, entry["classifier"]["trace"]) < 1e-5
+    assert rel(res.classifier.kappa, entry["classifier"]["kappa"]) < 1e-5
+    assert rel(res.loss, entry["loss"]) < 1e-5
+    assert res.accuracy == pytest.approx(entry["accuracy"])
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_keras_refusal_names_node_and_reason(name):
+    node, reason = REFUSALS[name]
+    with pytest.raises(HeadNotFoundError) as err:
+        analyze(FIXTURES / REFS[name]["file"])
+    assert err.value.node == node
+    assert reason in err.value.reason
