@@ -66,6 +66,8 @@ class Path(nn.Module):
             return z * torch.sigmoid(z)
         if part == "cast":  # float32 -> float64 -> float32 on the path
             return z if self.reference else z.double().float()
+        if part == "swish":  # what an ONNX Swish(alpha=1.5) node computes
+            return z * torch.sigmoid(1.5 * z)
         if part == "dropout":
             return F.dropout(z, 0.3, training=False)
         return {
