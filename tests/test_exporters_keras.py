@@ -7,19 +7,15 @@ see tools/make_keras_fixtures.py. The ONNX runtime runs float32, hence the 1e-5 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
 import onnx
 import pytest
 
-import onnxflat
-from onnxflat.errors import HeadNotFoundError
 from onnxflat.graph import analyze
 
-FIXTURES = Path(__file__).parent / "fixtures" / "keras"
-REFS = json.loads((FIXTURES / "references.json").read_text())["cases"]
+from .exported import ROOT, assert_measure_matches, assert_refusal, references
+
+FIXTURES = ROOT / "keras"
+REFS = references("keras")
 MEASURED = sorted(n for n, e in REFS.items() if "layers" in e)
 NHWC = (0, 2, 3, 1)
 NCHW = (0, 1, 2, 3)
@@ -39,6 +35,9 @@ HEADS = {
     "erf_gelu_transposes": ("ReduceMean", NHWC, False, ["mul", "mul", "erf", "add", "mul"]),
     "erf_gelu_transposes_op18": ("ReduceMean", NHWC, False,
                                  ["mul", "mul", "erf", "add", "mul"]),
+    # channel-last per-channel constants (BN as Mul/Add) and a Concat on axis 3
+    "bn_after_relu_nhwc": ("ReduceMean", NHWC, False, ["relu", "mul", "add"]),
+    "concat_branches_nhwc": ("ReduceMean", NHWC, False, None),
 }
 
 # case -> (node named by the refusal, substring of the reason); None: no node applies
@@ -56,16 +55,6 @@ REFUSALS = {
     "refuse_squeeze_excitation": (
         "refuse_squeeze_excitation_1/global_average_pooling2d_1_1/Mean", "squeeze-excitation"),
 }
-
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
-
-
-@pytest.fixture(scope="module")
-def data():
-    with np.load(FIXTURES / "data.npz", allow_pickle=False) as d:
-        return d["x"], d["y"]
 
 
 def test_fixtures_are_tf2onnx_exports():
@@ -91,33 +80,18 @@ def test_keras_head_detected(name):
     assert all(layer.layout == layout for layer in head.layers)
     assert (head.classifier.softmax is not None) == softmax
     assert [n.rsplit("/", 1)[-1] for n in head.classifier.nodes] == ["MatMul", "BiasAdd"]
-    if fns is not None:
+    if fns is None:  # Concatenate([4 channels, 3 channels])
+        assert sorted(layer.channel_offset for layer in head.layers) == [0, 4]
+    else:
         (layer,) = head.layers
         assert [s.fn for s in layer.steps if s.fn not in ("transpose", "identity")] == fns
 
 
 @pytest.mark.parametrize("name", MEASURED)
-def test_keras_measure_matches_tensorflow(name, data):
-    entry = REFS[name]
-    x, y = data
-    res = onnxflat.measure(FIXTURES / entry["file"], x, y, batch_size=10)
-    got = {layer.conv: layer for layer in res.layers}
-    assert len(got) == len(entry["layers"])
-    for ref in entry["layers"]:
-        layer = got[ref["onnx_conv"]]
-        assert rel(layer.trace, ref["trace"]) < 1e-5, (layer.trace, ref["trace"])
-        assert rel(layer.kappa, ref["kappa"]) < 1e-5, (layer.kappa, ref["kappa"])
-        assert rel(layer.kappa_layerwise, ref["kappa_layerwise"]) < 1e-5
-    assert rel(res.classifier.trace, entry["classifier"]["trace"]) < 1e-5
-    assert rel(res.classifier.kappa, entry["classifier"]["kappa"]) < 1e-5
-    assert rel(res.loss, entry["loss"]) < 1e-5
-    assert res.accuracy == pytest.approx(entry["accuracy"])
+def test_keras_measure_matches_tensorflow(name):
+    assert_measure_matches("keras", REFS[name])
 
 
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_keras_refusal_names_node_and_reason(name):
-    node, reason = REFUSALS[name]
-    with pytest.raises(HeadNotFoundError) as err:
-        analyze(FIXTURES / REFS[name]["file"])
-    assert err.value.node == node
-    assert reason in err.value.reason
+    assert_refusal("keras", REFS[name], *REFUSALS[name])

@@ -41,7 +41,7 @@ import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from keras import layers as L  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
+from fixture_refs import stored_conv, trace_kappa  # noqa: E402
 
 HW, C_IN, CLASSES, N = 8, 3, 5, 24
 
@@ -177,6 +177,9 @@ CASES = [
     Case("concat_branches", concat_branches, 13, convs=("head_conv_a", "head_conv_b")),
     Case("erf_gelu_transposes", erf_gelu_transposes, 13, options=(NO_TRANSPOSE_OPT,)),
     Case("erf_gelu_transposes_op18", erf_gelu_transposes, 18, options=(NO_TRANSPOSE_OPT,)),
+    Case("bn_after_relu_nhwc", dilated_valid_bn_after_relu, 17, options=(NO_TRANSPOSE_OPT,)),
+    Case("concat_branches_nhwc", concat_branches, 15, convs=("head_conv_a", "head_conv_b"),
+         options=(NO_TRANSPOSE_OPT,)),
     Case("refuse_maxpool_before_gap", maxpool_before_gap, 13, measured=False),
     Case("refuse_mlp_after_gap", mlp_after_gap, 17, measured=False),
     Case("refuse_flatten_dense", flatten_dense, 13, measured=False),
@@ -246,21 +249,6 @@ def onnx_layout(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
     return kernel.transpose(3, 2, 0, 1)
 
 
-def stored_scale(proto: onnx.ModelProto, kernel: np.ndarray, depthwise: bool):
-    """(ONNX Conv node name, per-filter s with stored kernel = s * Keras kernel)."""
-    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    want = onnx_layout(kernel, depthwise)
-    for node in proto.graph.node:
-        w = inits.get(node.input[1]) if node.op_type == "Conv" else None
-        if w is None or w.shape != want.shape:
-            continue
-        ratio = (w / want).reshape(w.shape[0], -1)
-        s = ratio[:, 0]
-        if np.allclose(ratio, s[:, None], rtol=1e-5) and np.all(s > 0):
-            return node.name, s.astype(np.float64)
-    raise RuntimeError("the Keras kernel is not found (up to a per-filter scale) in the export")
-
-
 def hessian_measures(model64, x, y, var, scale, depthwise):
     """(trace, kappa) of the Hessian of the mean CE w.r.t. the stored kernel K_f = s * var."""
     trainable = [v.value for v in model64.trainable_variables]
@@ -284,8 +272,7 @@ def hessian_measures(model64, x, y, var, scale, depthwise):
     h = outer.jacobian(grad, w_f).numpy()
     wf = filters(w_f.numpy(), depthwise)
     d, c = wf.shape
-    t = np.einsum("iaib->ab", h.reshape(d, c, d, c))
-    return float(np.trace(t)), float(np.sum(t * (wf.T @ wf))), float(np.sum(wf ** 2))
+    return trace_kappa(h.reshape(d, c, d, c).transpose(1, 0, 3, 2), wf.T)
 
 
 def references(case: Case, model32: keras.Model, proto: onnx.ModelProto, x, y) -> dict:
@@ -300,7 +287,8 @@ def references(case: Case, model32: keras.Model, proto: onnx.ModelProto, x, y) -
     for name in case.convs:
         layer = model64.get_layer(name)
         depthwise = isinstance(layer, L.DepthwiseConv2D)
-        node, s = stored_scale(proto, model32.get_layer(name).get_weights()[0], depthwise)
+        kernel = onnx_layout(model32.get_layer(name).get_weights()[0], depthwise)
+        node, s = stored_conv(proto, kernel)
         tr, kappa, k2 = hessian_measures(model64, x64, y64, layer.kernel, s, depthwise)
         out["layers"].append({"keras_layer": name, "onnx_conv": node, "trace": tr,
                               "kappa": kappa, "kappa_layerwise": k2 * tr,

@@ -2,59 +2,48 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
-from ..data import load_npz
-from ..data.spec import DataSpec
 from ..partial import Shard, compute
 from ..report import result_summary, write_json
 from .app import guard, main
+from .options import (DATA_HELP, data_options, fit_data, json_option, run_measure,
+                      run_options)
 
 
-@main.command()
+@main.command(epilog=DATA_HELP)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help=".npz file with inputs x (model layout, float) and integer labels y.")
-@click.option("--x-key", default="x", show_default=True, help="Name of the inputs in the .npz.")
-@click.option("--y-key", default="y", show_default=True, help="Name of the labels in the .npz.")
-@click.option("--batch-size", "-b", default=DEFAULT_BATCH_SIZE, show_default=True,
-              type=click.IntRange(min=1), help="Samples per onnxruntime run.")
-@click.option("--no-filter-kappa", is_flag=True,
-              help="Skip the filter-wise kappa (its dense part dominates on wide heads).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Execution provider.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False),
-              help="Write the full result as JSON.")
+@data_options
+@run_options
+@json_option()
 @click.option("--shard", "shard", metavar="I/N",
               help="Measure only shard I of N (1-based; contiguous sample ranges), e.g. "
                    "one Slurm array task; combine the partials with `onnxflat merge`.")
 @click.option("--partial", "partial_out", type=click.Path(dir_okay=False),
               help="Write the shard's mergeable statistics (partial result file) here.")
 @guard
-def measure(model, data_path, x_key, y_key, batch_size, no_filter_kappa, device, json_out,
-            shard, partial_out):
-    """Measure trace and relative flatness of MODEL's head on labelled DATA.
+def measure(model, data, run, json_out, shard, partial_out):
+    """Measure trace and relative flatness of MODEL's head on labelled data.
 
     \b
-    Example:
+    Examples:
       onnxflat measure models/digits_cnn.onnx --data models/digits_train.npz --json out.json
+      onnxflat measure model.onnx --data x.npy --labels y.npy --limit 5000 --seed 1
+      onnxflat measure resnet.onnx --data imgs/ --resize 224 224 --mean 0.485,0.456,0.406 \\
+          --std 0.229,0.224,0.225
+      onnxflat measure model.onnx --data train.npz --shard 3/8 --partial part3.npz
     """
     if shard or partial_out:
-        part = compute(model, DataSpec(data_path, x_key, y_key),
+        part = compute(model, fit_data(model, data),
                        Shard.parse(shard) if shard else Shard(1, 1),
-                       batch_size=batch_size, kappa=not no_filter_kappa, device=device)
+                       batch_size=run.batch_size, kappa=run.kappa, device=run.device)
         if partial_out:
             part.save(partial_out)
             click.echo(f"wrote shard {part.shard} ({part.moments.n} samples) to {partial_out}",
                        err=True)
         res = part.result()
     else:
-        ds = load_npz(data_path, x_key, y_key)
-        res = measure_api(model, ds, batch_size=batch_size, kappa=not no_filter_kappa,
-                          device=device)
-    click.echo(result_summary(res, data_name=Path(data_path).name))
+        res = run_measure(model, data, run)
+    click.echo(result_summary(res, data_name=data.name))
     if json_out:
         write_json(res.to_dict(), json_out)

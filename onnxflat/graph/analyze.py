@@ -17,9 +17,9 @@ import onnx
 from ..errors import HeadNotFoundError, ModelError
 from .head import NCHW, Classifier, Conv, Head, Layer, Operand, Pooling, Step
 from .model import GraphIndex, load_model
-from .patterns import (BINARY, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES, TERMINAL, UNARY,
-                       UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step, linear_step,
-                       pooling_axes)
+from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
+                       TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
+                       linear_step, pooling_axes)
 
 # Consumers that read only a tensor's shape, never its values: they are not a path.
 SHAPE_ONLY = ("Shape", "Size")
@@ -286,6 +286,10 @@ def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Ma
             return Match.fail(pool, f"the pooled features reach no graph output (stop at "
                                     f"'{cur}')")
         if len(consumers) > 1:
+            # x * HardSigmoid(x), x * Sigmoid(x) ...: name the non-linearity, not the fork
+            for n in consumers:
+                if n.op_type in NONLINEAR_AFTER_POOL:
+                    return linear_step(ix, n, cur, f)
             return Match.fail(consumers[1], f"tensor '{cur}' after the pooling feeds several "
                                             "nodes; the classifier must be a single chain")
         node = consumers[0]

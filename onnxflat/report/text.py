@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OnnxflatError
-from .graph.head import Head
-from .measures import Result
+from ..errors import OnnxflatError
+from ..graph.head import Head
+from ..measures import Result
 
 
 def head_dict(head: Head) -> dict:

@@ -1,0 +1,95 @@
+"""``onnxflat gate``: pass/fail a model on flatness limits, for CI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import OnnxflatError
+from ..graph import analyze
+from ..report import gate as g
+from ..report import write_json
+from .app import guard, main
+from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+
+EXIT_FAILED = 1
+
+
+@main.command(epilog=DATA_HELP)
+@click.argument("model", type=click.Path(dir_okay=False))
+@data_options
+@click.option("--baseline", type=click.Path(dir_okay=False),
+              help="Result JSON of an accepted model, measured on the same data "
+                   "(onnxflat measure ... --json). Recommended.")
+@click.option("--max-increase", default="10%", show_default=True,
+              help="Largest allowed increase over the baseline (10% or 0.1).")
+@click.option("--on", "on", multiple=True, type=click.Choice(g.LAYER_MEASURES),
+              help="Measures compared with the baseline, per conv layer (repeatable) "
+                   "[default: kappa, which is invariant to reparameterization].")
+@click.option("--max-kappa", multiple=True, metavar="[LAYER=]V",
+              help="Limit on kappa: of the total over conv layers, or of one layer "
+                   "(or 'classifier'). Repeatable.")
+@click.option("--max-trace", multiple=True, metavar="[LAYER=]V",
+              help="Limit on the Hessian trace, as --max-kappa.")
+@click.option("--summary-md", type=click.Path(dir_okay=False),
+              help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
+@run_options
+@json_option("Write the result with the gate's checks as JSON.")
+@guard
+def gate(model, data, baseline, max_increase, on, max_kappa, max_trace, summary_md, run,
+         json_out):
+    """Fail (exit 1) if MODEL's flatness on the data is over its limits.
+
+    Gate on the ratio to a baseline measured on the same data (absolute values depend on
+    the data's scale), or on absolute limits, or both. Exit 0 pass, 1 gate failed (a table
+    says what failed and by how much), 2 bad input. Under GitHub Actions
+    (GITHUB_ACTIONS=true) failures are also printed as ::error:: annotations.
+
+    \b
+    Examples:
+      onnxflat gate new.onnx --data train.npz --baseline docs/ci/baseline.json --max-increase 10%
+      onnxflat gate new.onnx --data train.npz --max-kappa 1000 --max-trace /conv2/Conv=0.8
+      onnxflat gate new.onnx --data train.npz --baseline old.json --summary-md summary.md
+    """
+    if not (baseline or max_kappa or max_trace):
+        raise OnnxflatError("nothing to gate on: give --baseline OLD.json and/or "
+                            "--max-kappa / --max-trace")
+    limits = {m: list(v) for m, v in (("kappa", max_kappa), ("trace", max_trace)) if v}
+    # Fail on a malformed limit or an unknown layer before the (long) run.
+    subjects = {g.parse_limit(spec)[0] for specs in limits.values() for spec in specs}
+    if subjects - {g.TOTAL, g.CLASSIFIER}:
+        known = [layer.conv.node for layer in analyze(model).layers]
+        for s in sorted(subjects - {g.TOTAL, g.CLASSIFIER} - set(known)):
+            raise OnnxflatError(f"no layer {s!r} in the head; known: "
+                                f"{', '.join(known + [g.CLASSIFIER, g.TOTAL])}")
+    base = g.load_baseline(baseline) if baseline else None
+    ratio = g.parse_increase(max_increase)
+    on = tuple(on) or ("kappa",)
+    if base is not None and not run.kappa and any(m == "kappa" for m in on):
+        raise OnnxflatError("--no-filter-kappa: the baseline gate on kappa needs it; "
+                            "use --on trace or --on kappa_layerwise")
+    res = run_measure(model, data, run)
+    doc = res.to_dict()
+    checks = g.evaluate(doc, limits, base, ratio, on)
+    click.echo(f"model: {model}\ndata:  {data.name}, {res.n_samples} samples"
+               + (f"\nbaseline: {baseline}" if baseline else ""))
+    click.echo(g.table(checks))
+    click.echo(g.verdict(checks))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in g.annotations(checks, Path(model).name):
+            click.echo(line)
+    if summary_md:
+        try:
+            with open(summary_md, "a", encoding="utf-8") as f:  # append: $GITHUB_STEP_SUMMARY
+                f.write(g.markdown(checks, model, data.name, res.n_samples, baseline))
+        except OSError as exc:
+            raise OnnxflatError(f"cannot write {summary_md}: {exc.strerror}") from None
+    if json_out:
+        doc["gate"] = {"passed": all(c.passed for c in checks), "baseline": baseline,
+                       "max_ratio": ratio if base is not None else None,
+                       "checks": [c.to_dict() for c in checks]}
+        write_json(doc, json_out)
+    if not all(c.passed for c in checks):
+        click.get_current_context().exit(EXIT_FAILED)

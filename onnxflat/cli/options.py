@@ -1,0 +1,150 @@
+"""Options shared by the commands that run a model over data, and the run they drive.
+
+``@data_options`` adds the data source options and passes ``data=DataSpec``;
+``@run_options`` adds batch size, device, quiet... and passes ``run=RunOptions``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from dataclasses import dataclass
+
+import click
+
+from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
+from ..data import DataSpec, ImageOptions
+from ..data.images import parse_scale
+from ..errors import DataError
+from ..measures import Result
+
+log = logging.getLogger(__name__)
+
+DATA_HELP = """\b
+Data (--data): a .npz with x (model layout) and y (integer labels); a .npy of inputs with
+--labels Y.npy (memory-mapped: streams data larger than RAM); or a folder with one
+sub-folder of images per class (sorted names = labels 0, 1, ...), preprocessed as:
+decode (grayscale or RGB, as the model's channels) -> --resize (default: the model's
+size) -> x --scale -> --channel-order -> (x - --mean) / --std -> --layout."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: samples per onnxruntime call, provider, filter-wise kappa, progress bar."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "auto"
+    kappa: bool = True
+    quiet: bool = False
+
+
+def _scale(ctx, param, value):
+    try:
+        return parse_scale(value)
+    except DataError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+    return out
+
+
+def data_options(fn):
+    """Add the data options; the command receives ``data: DataSpec``."""
+    options = [
+        click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+                     help=".npz file, .npy of inputs (with --labels) or image folder."),
+        click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+                     help=".npy of integer labels, for a .npy of inputs."),
+        click.option("--x-key", default="x", show_default=True, help="Inputs in the .npz."),
+        click.option("--y-key", default="y", show_default=True, help="Labels in the .npz."),
+        click.option("--resize", nargs=2, type=click.IntRange(min=1), metavar="H W",
+                     default=None, help="Images: resize to H x W (default: model input size)."),
+        click.option("--scale", default="1/255", show_default=True, callback=_scale,
+                     help="Images: multiply pixels by this (a number or fraction)."),
+        click.option("--mean", callback=_floats, metavar="M[,M,M]",
+                     help="Images: subtract (per channel, after --scale)."),
+        click.option("--std", callback=_floats, metavar="S[,S,S]",
+                     help="Images: then divide by (per channel)."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW",
+                     show_default=True, help="Images: axis order the model takes."),
+        click.option("--channel-order", type=click.Choice(["RGB", "BGR"]), default="RGB",
+                     show_default=True, help="Images: channel order the model takes."),
+        click.option("--limit", type=click.IntRange(min=1),
+                     help="Use a random subset of this many samples."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the --limit subset."),
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args, data_path, labels, x_key, y_key, resize, scale, mean, std, layout,
+                channel_order, limit, seed, **kwargs):
+        images = ImageOptions(size=tuple(resize) if resize else None, scale=scale, mean=mean,
+                              std=std, layout=layout, channel_order=channel_order)
+        kwargs["data"] = DataSpec(data_path, labels=labels, x_key=x_key, y_key=y_key,
+                                  images=images, limit=limit, seed=seed)
+        return fn(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def run_options(fn):
+    """Add batch size, device, --no-filter-kappa and --quiet; the command receives ``run``."""
+    options = [
+        click.option("--batch-size", "-b", default=DEFAULT_BATCH_SIZE, show_default=True,
+                     type=click.IntRange(min=1), help="Samples per onnxruntime run."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True, help="Execution provider."),
+        click.option("--no-filter-kappa", is_flag=True,
+                     help="Skip the filter-wise kappa (its dense part dominates on wide heads)."),
+        click.option("--quiet", "-q", is_flag=True,
+                     help="No progress bar (it is also off when stderr is not a terminal)."),
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args, batch_size, device, no_filter_kappa, quiet, **kwargs):
+        kwargs["run"] = RunOptions(batch_size=batch_size, device=device,
+                                   kappa=not no_filter_kappa, quiet=quiet)
+        return fn(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def json_option(help_text: str = "Write the full result as JSON."):
+    return click.option("--json", "json_out", type=click.Path(dir_okay=False), help=help_text)
+
+
+def fit_data(model: str, data: DataSpec) -> DataSpec:
+    """``data`` with image options left open filled from the model's input."""
+    if data.kind != "images":
+        return data
+    from ..graph import analyze
+    return data.fit(analyze(model).input_shape)
+
+
+def progress_bar(total: int, model: str, quiet: bool):
+    """A tqdm bar over samples (rate in samples/s, ETA), off when quiet or not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="sample", desc=click.format_filename(model, shorten=True),
+                disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
+
+
+def run_measure(model: str, data: DataSpec, run: RunOptions) -> Result:
+    """Measure ``model`` on ``data`` with a progress bar unless quiet."""
+    ds = fit_data(model, data).open()
+    log.info("data: %s, %d samples", data.name, len(ds))
+    with progress_bar(len(ds), model, run.quiet) as bar:
+        return measure_api(model, ds, batch_size=run.batch_size, kappa=run.kappa,
+                           device=run.device, progress=lambda done: bar.update(done - bar.n))
