@@ -35,6 +35,9 @@ HEADS = {
     "erf_gelu_transposes": ("ReduceMean", NHWC, False, ["mul", "mul", "erf", "add", "mul"]),
     "erf_gelu_transposes_op18": ("ReduceMean", NHWC, False,
                                  ["mul", "mul", "erf", "add", "mul"]),
+    # channel-last per-channel constants (BN as Mul/Add) and a Concat on axis 3
+    "bn_after_relu_nhwc": ("ReduceMean", NHWC, False, ["relu", "mul", "add"]),
+    "concat_branches_nhwc": ("ReduceMean", NHWC, False, None),
 }
 
 # case -> (node named by the refusal, substring of the reason); None: no node applies
@@ -77,7 +80,9 @@ def test_keras_head_detected(name):
     assert all(layer.layout == layout for layer in head.layers)
     assert (head.classifier.softmax is not None) == softmax
     assert [n.rsplit("/", 1)[-1] for n in head.classifier.nodes] == ["MatMul", "BiasAdd"]
-    if fns is not None:
+    if fns is None:  # Concatenate([4 channels, 3 channels])
+        assert sorted(layer.channel_offset for layer in head.layers) == [0, 4]
+    else:
         (layer,) = head.layers
         assert [s.fn for s in layer.steps if s.fn not in ("transpose", "identity")] == fns
 
