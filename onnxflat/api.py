@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 
@@ -15,6 +17,8 @@ from .measures import FlatnessAccumulator, Options, Result
 from .runtime import Extractor
 
 DEFAULT_BATCH_SIZE = 64
+
+log = logging.getLogger(__name__)
 
 
 def measure(model: str | os.PathLike, x=None, y=None, *,
@@ -44,7 +48,23 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
         batches = _checked(batches, head)
     extractor = Extractor(proto, head, device=device, threads=threads)
     acc = accumulate(extractor, batches, Options(kappa=kappa, route=route), progress)
-    return acc.result(model=os.fspath(model), provider=extractor.provider)
+    res = acc.result(model=os.fspath(model), provider=extractor.provider)
+    warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes)
+    return res
+
+
+def warn_if_near_chance(accuracy: float, n: int, num_classes: int) -> bool:
+    """Log a warning (and return True) when accuracy is within 3 standard errors or 10% of
+    the way from chance level 1/C: the flatness of a model that does not fit the data
+    (wrong preprocessing, layout or labels) says little."""
+    chance = 1.0 / num_classes
+    margin = max(3 * math.sqrt(chance * (1 - chance) / max(n, 1)), 0.1 * (1 - chance))
+    if accuracy >= chance + margin:
+        return False
+    log.warning("accuracy %.3g on %d samples is near chance (1/%d = %.3g): check the data's "
+                "preprocessing, layout and labels; the measures say little about such a model",
+                accuracy, n, num_classes, chance)
+    return True
 
 
 def accumulate(extractor: Extractor, batches: Iterable[tuple[np.ndarray, np.ndarray]],

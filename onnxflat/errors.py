@@ -30,3 +30,18 @@ class DataError(OnnxflatError):
 
 class NumericalError(OnnxflatError):
     """The model produced non-finite values on the data."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first informative line of a (possibly long, multi-line) library error message.
+
+    A first line that ends with ':' is joined with the next one; the result is cut at
+    ``limit`` characters. Falls back to the exception's type name.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -8,18 +8,21 @@ fetched tensors by name.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, first_line
 from .graph.head import Head
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# Largest input one onnxruntime run may be fed; beyond it a declared shape is refused.
+MAX_RUN_BYTES = 4 << 30
 
 
 def select_providers(device: str = "auto") -> list[str]:
@@ -63,14 +66,22 @@ class Extractor:
             self.session = ort.InferenceSession(m.SerializeToString(), so,
                                                 providers=select_providers(device))
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"onnxruntime cannot load the model: {msg}") from None
+            raise ModelError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
         self.provider = self.session.get_providers()[0]
         self.input_dtype = np.dtype(head.input_dtype)
         dim0 = head.input_shape[0] if head.input_shape else None
         self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        sample = [d for d in head.input_shape[1:] if isinstance(d, int) and d > 0]
+        size = (self.fixed_batch or 1) * math.prod(sample) * self.input_dtype.itemsize
+        if size > MAX_RUN_BYTES:
+            raise ModelError(f"the model input '{self.input_name}' declares shape "
+                             f"{tuple(head.input_shape)}: {size / 2**30:.3g} GiB per run; refused")
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        nbytes = x.size * self.input_dtype.itemsize
+        if nbytes > MAX_RUN_BYTES:
+            raise DataError(f"a batch of {len(x)} samples is {nbytes / 2**30:.3g} GiB, over the "
+                            f"{MAX_RUN_BYTES >> 30} GiB per run; use a smaller --batch-size")
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         out = self._batched(x)
         if self.input_name in self.head.fetches:
@@ -94,6 +105,6 @@ class Extractor:
         try:
             values = self.session.run(self.fetches, {self.input_name: x})
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"onnxruntime failed on a batch of shape {x.shape}: {msg}") from None
+            raise DataError(f"onnxruntime failed on a batch of shape {x.shape}: "
+                            f"{first_line(exc)}") from None
         return dict(zip(self.fetches, values))

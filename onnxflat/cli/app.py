@@ -12,7 +12,7 @@ import logging
 import click
 
 from .. import __version__
-from ..errors import OnnxflatError
+from ..errors import OnnxflatError, first_line
 
 EXIT_BAD_INPUT = 2
 EXIT_UNEXPECTED = 3
@@ -26,15 +26,19 @@ def guard(fn):
         try:
             return fn(*args, **kwargs)
         except OnnxflatError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo("error: " + " ".join(str(exc).split()), err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except MemoryError as exc:
+            click.echo(f"error: out of memory ({first_line(exc)}); use a smaller --batch-size "
+                       "or a smaller model input", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if (ctx.find_root().obj or {}).get("debug"):
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
-                       "the traceback, and please report it)", err=True)
+            click.echo(f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with "
+                       "--debug for the traceback, and please report it)", err=True)
             ctx.exit(EXIT_UNEXPECTED)
     return wrapper
 
@@ -53,5 +57,14 @@ def main(ctx, debug, verbose):
       onnxflat measure models/digits_cnn.onnx --data models/digits_train.npz
     """
     ctx.obj = {"debug": debug}
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-                        format="%(levelname)s: %(message)s")
+    logger = logging.getLogger("onnxflat")
+    logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)])
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+
+
+class _EchoHandler(logging.Handler):
+    """Log records as ``level: message`` lines on the current stderr (click's, when captured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)

@@ -26,7 +26,7 @@ class ArrayDataset:
     def __init__(self, x, y, name: str = "data", index: np.ndarray | None = None):
         self.name = name
         self.x = x
-        self.y = _labels(y, name)
+        self.y, self.onehot_width = _labels(y, name)
         # Optional sorted subset of sample indices, read lazily (memmaps stay on disk).
         self.index = None if index is None else np.asarray(index, np.int64)
         if self.x.ndim < 2:
@@ -49,7 +49,9 @@ class ArrayDataset:
             idx = self.index[idx]
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self.y)):
             raise DataError(f"{self.name}: subset index out of range")
-        return ArrayDataset(self.x, self.y, self.name, idx)
+        sub = ArrayDataset(self.x, self.y, self.name, idx)
+        sub.onehot_width = self.onehot_width
+        return sub
 
     def check_fits(self, input_shape: tuple, num_classes: int) -> None:
         """Raise DataError unless x fits the model input and labels fit the classes."""
@@ -67,6 +69,9 @@ class ArrayDataset:
                     hint = " (looks like NCHW data for an NHWC model: use x.transpose(0, 2, 3, 1))"
             raise DataError(f"{self.name}: samples have shape {got}, the model expects "
                             f"{shown}{hint}")
+        if self.onehot_width not in (None, num_classes):
+            raise DataError(f"{self.name}: one-hot labels have {self.onehot_width} columns, "
+                            f"the model has {num_classes} classes")
         lo, hi = int(self.y.min()), int(self.y.max())  # over all samples, not only a subset
         if lo < 0 or hi >= num_classes:
             bad = int(np.flatnonzero((self.y < 0) | (self.y >= num_classes))[0])
@@ -106,15 +111,16 @@ def _check_x_dtype(x, name: str) -> np.dtype:
     raise DataError(f"{name}: x has dtype {dt}; give floating-point (or integer) inputs")
 
 
-def _labels(y, name: str) -> np.ndarray:
+def _labels(y, name: str) -> tuple[np.ndarray, int | None]:
+    """Integer labels ``(N,)`` and, for one-hot ``y`` ``(N, C)``, its width C (else None)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
-        ok = np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
+        ok = y.dtype.kind in "biuf" and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
         if not ok:
             raise DataError(f"{name}: y has shape {y.shape} but is not one-hot (rows of 0/1 "
                             "with a single 1); give integer class labels")
-        log.info("%s: y is one-hot; using its argmax as class labels", name)
-        return np.argmax(y, axis=1).astype(np.int64)
+        log.warning("%s: y is one-hot %s; using its argmax as the class labels", name, y.shape)
+        return np.argmax(y, axis=1).astype(np.int64), y.shape[1]
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -122,7 +128,7 @@ def _labels(y, name: str) -> np.ndarray:
     if y.dtype.kind == "b" or y.dtype.kind not in "iu":
         raise DataError(f"{name}: labels have dtype {y.dtype}; give integer class indices "
                         "(e.g. y.astype(int) if they are whole numbers)")
-    return y.astype(np.int64)
+    return y.astype(np.int64), None
 
 
 def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDataset:

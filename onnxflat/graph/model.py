@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 
 MIN_OPSET = 7
 MAX_OPSET = 25
@@ -41,12 +41,26 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelError(f"{p.name}: unsupported opset {opset} of the default ONNX domain "
                          f"(supported: {MIN_OPSET}..{MAX_OPSET})")
+    _check_dangling(model, p.name)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{p.name} is not a valid ONNX model: {msg}") from None
+        raise ModelError(f"{p.name} is not a valid ONNX model: {first_line(exc)}") from None
     return model
+
+
+def _check_dangling(model: onnx.ModelProto, name: str) -> None:
+    """Refuse a top-level node input that no graph input, initializer or node gives."""
+    g = model.graph
+    known = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    known |= {t.values.name for t in g.sparse_initializer}
+    known |= {o for n in g.node for o in n.output}
+    for node in g.node:
+        for i in node.input:
+            if i not in known:
+                raise ModelError(f"{name}: node '{node.name or node.op_type}' reads '{i}', which "
+                                 "no input, initializer or node provides (dangling input; was "
+                                 "the model cut or edited?)")
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:

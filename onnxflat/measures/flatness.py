@@ -178,6 +178,8 @@ class FlatnessAccumulator:
         if model_logits is None:
             return
         ref = xp.astype(xp.reshape(xp.asarray(model_logits), f.shape), xp.float64)
+        if not bool(xp.all(xp.isfinite(ref))):  # else an infinite scale would accept anything
+            raise NumericalError("the model's logits are non-finite (NaN or Inf)")
         err = float(xp.max(xp.abs(f - ref)))
         scale = float(xp.max(xp.abs(ref))) + 1.0
         if not err <= 1e-3 * scale:
