@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..partial import Shard, compute
 from ..report import result_summary, write_json
 from .app import guard, main
-from .options import (DATA_HELP, data_options, fit_data, json_option, run_measure,
-                      run_options)
+from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+from .scale import scale_options
 
 
 @main.command(epilog=DATA_HELP)
@@ -16,13 +15,9 @@ from .options import (DATA_HELP, data_options, fit_data, json_option, run_measur
 @data_options
 @run_options
 @json_option()
-@click.option("--shard", "shard", metavar="I/N",
-              help="Measure only shard I of N (1-based; contiguous sample ranges), e.g. "
-                   "one Slurm array task; combine the partials with `onnxflat merge`.")
-@click.option("--partial", "partial_out", type=click.Path(dir_okay=False),
-              help="Write the shard's mergeable statistics (partial result file) here.")
+@scale_options
 @guard
-def measure(model, data, run, json_out, shard, partial_out):
+def measure(model, data, run, json_out, scale):
     """Measure trace and relative flatness of MODEL's head on labelled data.
 
     \b
@@ -33,14 +28,8 @@ def measure(model, data, run, json_out, shard, partial_out):
           --std 0.229,0.224,0.225
       onnxflat measure model.onnx --data train.npz --shard 3/8 --partial part3.npz
     """
-    if shard or partial_out:
-        part = compute(model, fit_data(model, data),
-                       Shard.parse(shard) if shard else Shard(1, 1),
-                       batch_size=run.batch_size, kappa=run.kappa, device=run.device)
-        if partial_out:
-            part.save(partial_out)
-            click.echo(f"wrote shard {part.shard} ({part.moments.n} samples) to {partial_out}",
-                       err=True)
+    if scale.active:
+        (part,) = scale.run([model], data, run)
         res = part.result()
     else:
         res = run_measure(model, data, run)
