@@ -7,12 +7,16 @@ see tools/make_keras_fixtures.py. The ONNX runtime runs float32, hence the 1e-5 
 
 from __future__ import annotations
 
+import json
+
 import onnx
 import pytest
+from click.testing import CliRunner
 
+from onnxflat.cli import main
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_measure_matches, assert_refusal, references
+from .exported import ROOT, assert_measure_matches, assert_refusal, references, rel
 
 FIXTURES = ROOT / "keras"
 REFS = references("keras")
@@ -95,3 +99,17 @@ def test_keras_measure_matches_tensorflow(name):
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_keras_refusal_names_node_and_reason(name):
     assert_refusal("keras", REFS[name], *REFUSALS[name])
+
+
+def test_keras_cli_measure_and_inspect(tmp_path):
+    """The CLI on an NHWC tf2onnx export: same numbers as the API; a refusal exits 2."""
+    entry = REFS["erf_gelu_transposes"]
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["measure", str(FIXTURES / entry["file"]), "--data",
+                                  str(FIXTURES / "data.npz"), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert rel(res["layers"][0]["kappa"], entry["layers"][0]["kappa"]) < 1e-5
+    assert rel(res["classifier"]["trace"], entry["classifier"]["trace"]) < 1e-5
+    r = CliRunner().invoke(main, ["inspect", str(FIXTURES / REFS["refuse_mlp_after_gap"]["file"])])
+    assert r.exit_code == 2 and "hidden_1/Relu" in r.output

@@ -1,5 +1,8 @@
-"""Presentation: text, JSON, gate verdicts and HTML pages of heads and results."""
+"""Presentation: text, JSON, gate verdicts, comparisons and HTML pages of heads and results.
 
-from .text import head_dict, head_summary, result_summary, write_json
+``html`` needs matplotlib and is imported on use: ``from onnxflat.report import html``.
+"""
 
-__all__ = ["head_dict", "head_summary", "result_summary", "write_json"]
+from .text import columns, head_dict, head_summary, result_summary, write_json
+
+__all__ = ["columns", "head_dict", "head_summary", "result_summary", "write_json"]

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import OnnxflatError
+from .text import columns
 
 LAYER_MEASURES = ("kappa", "trace", "kappa_layerwise")
 CLASSIFIER_MEASURES = ("kappa", "trace")
@@ -180,7 +181,8 @@ def evaluate(doc: dict, limits: dict[str, list[str]], baseline: dict | None = No
     return checks
 
 
-def _pm(v: float | None, se: float | None) -> str:
+def pm(v: float | None, se: float | None) -> str:
+    """'879.658 ± 56': 6 significant digits, the standard error to 2, '-' for no value."""
     if v is None:
         return "-"
     return f"{v:.6g} ± {float(f'{se:.2g}'):g}" if se is not None else f"{v:.6g}"
@@ -191,11 +193,11 @@ def _rows(checks: list[Check]) -> list[list[str]]:
     for c in checks:
         if c.kind == "baseline":
             limit = f"ratio <= {c.max_ratio:.4g}"
-            ratio = _pm(c.ratio, c.ratio_stderr)
+            ratio = pm(c.ratio, c.ratio_stderr)
         else:
             limit = f"<= {c.limit:.6g}"
             ratio = "-"
-        rows.append([c.name, _pm(c.value, c.stderr), _pm(c.baseline, c.baseline_stderr),
+        rows.append([c.name, pm(c.value, c.stderr), pm(c.baseline, c.baseline_stderr),
                      ratio, limit, f"{c.excess:+.1%}", "pass" if c.passed else "FAIL"])
     return rows
 
@@ -205,10 +207,7 @@ HEADER = ["check", "value ± se", "baseline ± se", "ratio ± se", "limit", "vs 
 
 def table(checks: list[Check]) -> str:
     """Plain-text table of the checks, one line each."""
-    rows = [HEADER] + _rows(checks)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
-                     for r in rows)
+    return columns([HEADER] + _rows(checks))
 
 
 def verdict(checks: list[Check]) -> str:

@@ -54,6 +54,12 @@ def _pm(value: float | None, err: float | None) -> str:
     return f"{value:.6g} ± {err:.2g}" if err is not None else f"{value:.6g}"
 
 
+def columns(rows: list[list[str]]) -> str:
+    """Rows of cells as left-aligned text columns (the first row is the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def result_summary(res: Result, data_name: str = "") -> str:
     """Readable multi-line summary of a measurement."""
     lines = [f"model:     {res.model}"]

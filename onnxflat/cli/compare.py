@@ -1,0 +1,53 @@
+"""``onnxflat compare``: several models on one data set, ranked by each measure."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import OnnxflatError
+from ..report import compare as c
+from ..report import write_json
+from .app import guard, main
+from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+
+
+@main.command(epilog=DATA_HELP)
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@data_options
+@run_options
+@click.option("--sort", type=click.Choice(list(c.MEASURES)), default="kappa", show_default=True,
+              help="Order the table by this measure's rank.")
+@json_option("Write the comparison (each model's full result inside) as JSON.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False),
+              help="Write one row per model (values, standard errors, ranks) as CSV.")
+@guard
+def compare(models, data, run, sort, json_out, csv_out):
+    """Rank MODELS (checkpoints, a hyper-parameter sweep) by each measure on the same data.
+
+    Rank 1 is the flattest. kappa, trace and kappa_layerwise are totals over each head's
+    conv layers; classifier_* are the linear classifier's. Loss and accuracy are shown
+    beside them, with standard errors.
+
+    \b
+    Examples:
+      onnxflat compare models/digits_cnn.onnx models/digits_cnn_sharp.onnx \\
+          --data models/digits_train.npz
+      onnxflat compare ckpt/epoch*.onnx --data train.npz --limit 2000 --csv sweep.csv
+    """
+    if len(set(models)) < len(models):
+        raise OnnxflatError("a model is given twice")
+    docs = [run_measure(m, data, run).to_dict() for m in models]
+    sizes = {d["n_samples"] for d in docs}
+    if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
+        raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")
+    comp = c.comparison(docs, data.name)
+    click.echo(f"data: {data.name}, {docs[0]['n_samples']} samples; rank 1 = flattest")
+    click.echo(c.table(comp, sort))
+    if json_out:
+        write_json(comp, json_out)
+    if csv_out:
+        try:
+            with open(csv_out, "w", encoding="utf-8", newline="") as f:
+                f.write(c.to_csv(comp))
+        except OSError as exc:
+            raise OnnxflatError(f"cannot write {csv_out}: {exc.strerror}") from None

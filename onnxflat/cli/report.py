@@ -1,0 +1,49 @@
+"""``onnxflat report``: a self-contained HTML page of one model's measures."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from ..errors import OnnxflatError
+from ..graph import analyze
+from ..report import head_summary, html, write_json
+from .app import guard, main
+from .options import DATA_HELP, data_options, run_measure, run_options
+
+
+@main.command(epilog=DATA_HELP)
+@click.argument("model", type=click.Path(dir_okay=False))
+@data_options
+@run_options
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.html, one PNG per head conv layer and result.json.")
+@guard
+def report(model, data, run, out_dir):
+    """Write an HTML report of MODEL on the data: the measures with standard errors, the
+    head diagram and per-filter flatness plots (needs matplotlib: pip install
+    'onnxflat[report]').
+
+    \b
+    Example:
+      onnxflat report models/digits_cnn.onnx --data models/digits_train.npz --out report/
+    """
+    html.require_matplotlib()  # before the run, so a missing extra costs nothing
+    head_text = head_summary(analyze(model))
+    doc = run_measure(model, data, run).to_dict()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        pngs = {}
+        for i, layer in enumerate(doc["layers"]):
+            pngs[layer["conv"]] = png = html.per_filter_png(layer)
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", layer["conv"]).strip("_") or f"layer{i}"
+            (out / f"per_filter_{i}_{slug}.png").write_bytes(png)
+        (out / "report.html").write_text(html.page(doc, head_text, data.name, pngs),
+                                         encoding="utf-8")
+    except OSError as exc:
+        raise OnnxflatError(f"cannot write the report to {out}: {exc.strerror}") from None
+    write_json(doc, out / "result.json")
+    click.echo(f"wrote {out / 'report.html'}")

@@ -1,0 +1,93 @@
+"""A self-contained HTML report: measures, head diagram and per-filter flatness plots.
+
+The plots need matplotlib (extra ``report``); :func:`require_matplotlib` says how to
+install it. PNGs are embedded as base64, so the page is one file that opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from ..errors import OnnxflatError
+from .gate import pm
+
+
+def require_matplotlib():
+    """The pyplot module with the non-interactive Agg backend, or an install hint."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise OnnxflatError("onnxflat report draws with matplotlib, which is not installed: "
+                            "pip install 'onnxflat[report]'") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def per_filter_png(layer: dict) -> bytes:
+    """Bar charts of each filter's share of kappa and of the trace, ``layer`` a result
+    layer dict; the dashed line is the mean over filters."""
+    plt = require_matplotlib()
+    panels = [(m, layer["per_filter"][m]) for m in ("kappa", "trace")
+              if layer["per_filter"].get(m) is not None]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+    for ax, (measure, vals) in zip(axes[:, 0], panels):
+        ax.bar(range(len(vals)), vals, color="#4c72b0")
+        ax.axhline(sum(vals) / len(vals), color="k", ls="--", lw=0.8)
+        ax.set_ylabel(f"{measure} share")
+        ax.set_xlim(-0.6, len(vals) - 0.4)
+        ax.set_title(f"{layer['conv']}: per-filter {measure} (sum {sum(vals):.4g})", fontsize=10)
+    axes[-1, 0].set_xlabel("filter (output channel)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _rows(doc: dict) -> list[tuple[str, str]]:
+    se = doc["stderr"]
+    rows = [("samples", str(doc["n_samples"])), ("loss", pm(doc["loss"], se.get("loss"))),
+            ("accuracy", pm(doc["accuracy"], se.get("accuracy")))]
+    for layer in doc["layers"]:
+        for m in ("trace", "kappa", "kappa_layerwise"):
+            rows.append((f"{layer['conv']} {m}", pm(layer[m], layer["stderr"].get(m))))
+    c = doc["classifier"]
+    rows += [(f"classifier {m}", pm(c[m], c["stderr"].get(m))) for m in ("trace", "kappa")]
+    return rows
+
+
+def page(doc: dict, head_text: str, data: str, pngs: dict[str, bytes]) -> str:
+    """The HTML page of result dict ``doc``; ``pngs`` maps a conv name to its plot."""
+    e = html.escape
+    table = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _rows(doc))
+    plots = "\n".join(
+        f'<figure><img alt="per-filter flatness of {e(name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
+        for name, png in pngs.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>onnxflat report: {e(doc['model'])}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
+table{{border-collapse:collapse}}th,td{{padding:.2em .8em;border-bottom:1px solid #ddd;
+text-align:left}}td{{font-family:monospace}}pre{{background:#f4f4f4;padding:1em}}
+img{{max-width:100%}}</style></head>
+<body>
+<h1>onnxflat report</h1>
+<p>model <code>{e(doc['model'])}</code> on <code>{e(data)}</code>
+({doc['n_samples']} samples{', ' + e(doc['provider']) if doc.get('provider') else ''})</p>
+<h2>Measures</h2>
+<table>
+{table}
+</table>
+<p>± is the standard error over samples. Definitions: docs/flatness-math.md.</p>
+<h2>Head</h2>
+<pre>{e(head_text)}</pre>
+<h2>Per-filter flatness</h2>
+<p>Each filter's share of the layer's relative flatness kappa (rows of the filter-wise
+sum) and of the Hessian trace (diagonal blocks); the shares sum to the layer's values.</p>
+{plots}
+</body></html>
+"""
