@@ -23,6 +23,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # Largest input one onnxruntime run may be fed; beyond it a declared shape is refused.
 MAX_RUN_BYTES = 4 << 30
+# onnxruntime's own logging, fatal only: its errors come back as exceptions, reworded.
+QUIET = 4
 
 
 def select_providers(device: str = "auto") -> list[str]:
@@ -59,7 +61,7 @@ class Extractor:
             if name not in outputs:
                 m.graph.output.append(onnx.ValueInfoProto(name=name))
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = QUIET
         if threads:
             so.intra_op_num_threads = threads
         try:
@@ -68,6 +70,8 @@ class Extractor:
         except Exception as exc:
             raise ModelError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
         self.provider = self.session.get_providers()[0]
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = QUIET
         self.input_dtype = np.dtype(head.input_dtype)
         dim0 = head.input_shape[0] if head.input_shape else None
         self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
@@ -103,8 +107,25 @@ class Extractor:
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            values = self.session.run(self.fetches, {self.input_name: x})
+            values = self.session.run(self.fetches, {self.input_name: x}, self._run_options)
         except Exception as exc:
             raise DataError(f"onnxruntime failed on a batch of shape {x.shape}: "
                             f"{first_line(exc)}") from None
-        return dict(zip(self.fetches, values))
+        out = dict(zip(self.fetches, values))
+        self._check_shapes(out, len(x))
+        return out
+
+    def _check_shapes(self, out: dict[str, np.ndarray], n: int) -> None:
+        """The head's tensors keep the batch axis first, and the pooling yields the
+        classifier's features; else the graph does something the analysis did not see."""
+        head = self.head
+        names = {head.pooling.output, head.classifier.logits}
+        names |= {t for layer in head.layers for t in (layer.conv.input, layer.conv.output)}
+        for name in sorted(names & out.keys()):
+            if out[name].shape[:1] != (n,):
+                raise ModelError(f"tensor '{name}' has shape {out[name].shape} for a batch of "
+                                 f"{n}: the model does not keep the batch axis first")
+        pooled = out[head.pooling.output]
+        if pooled.size != n * head.num_features:
+            raise ModelError(f"the pooling output '{head.pooling.output}' has shape "
+                             f"{pooled.shape}, not {head.num_features} features per sample")

@@ -220,7 +220,7 @@ VARIANTS = [
       opset=17),
     V("ts17_no_classifier", lambda: Net("bn+relu", cls="none"), ("affine", "relu"), fc=None,
       opset=17),
-    V("ts17_cast_dropout", lambda: Net("cast+dropout+selu"), ("identity", "identity", "selu"),
+    V("ts17_cast_selu", lambda: Net("cast+dropout+selu"), ("identity", "identity", "selu"),
       opset=17),
     V("ts17_residual_projection", lambda: Net("bn", residual=True),
       ("affine", "add", "relu"), convs=("conv.weight", "short.weight"), opset=17),

@@ -123,6 +123,7 @@ def test_baseline_gate_json_and_measures(tmp_path):
     (("--baseline", str(TRAIN)), "not JSON"),
     (("--baseline", str(BASELINE), "--max-increase", "ten"), "expected e.g. 10%"),
     (("--baseline", str(BASELINE), "--limit", "500"), "same data"),
+    (("--max-kappa", "900", "--no-filter-kappa"), "skips the kappa"),
 ])
 def test_bad_input_exits_2(args, message):
     r = gate(*args)

@@ -140,3 +140,22 @@ def test_bad_data_exits_2(tmp_path, make, args, message):
     r = CliRunner().invoke(main, ["measure", str(MODEL)] + [a.format(p=tmp_path) for a in args])
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_image_folder_shards_merge_to_the_full_run(tmp_path, digit_pngs):
+    """Shards open the folder from the spec; preprocessing is part of the data's identity."""
+    common = ["--data", str(digit_pngs), "--limit", "120", "--seed", "1"]
+    full = measure_json(tmp_path, "full", *common, "--scale", "1/240")
+    parts = []
+    for i, scale in ((1, "1/240"), (2, "1/240"), (3, "1/255")):
+        p = tmp_path / f"p{i}.npz"
+        r = CliRunner().invoke(main, ["measure", str(MODEL), *common, "--scale", scale,
+                                      "--shard", f"{min(i, 2)}/2", "--partial", str(p)])
+        assert r.exit_code == 0, r.output
+        parts.append(str(p))
+    out = tmp_path / "merged.json"
+    r = CliRunner().invoke(main, ["merge", *parts[:2], "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(numbers(json.loads(out.read_text())), numbers(full), rtol=1e-9)
+    bad = CliRunner().invoke(main, ["merge", parts[0], parts[2]])
+    assert bad.exit_code == 2 and "different data" in bad.output

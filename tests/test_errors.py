@@ -162,8 +162,25 @@ def test_model_enormous_declared_image(tmp_path, good_data):
 def test_model_enormous_initializer_shape(tmp_path, good_data):
     def huge(m):
         m.graph.initializer[0].dims[0] = 10 ** 9
-    assert_refused(["measure", edited(tmp_path, huge), "--data", good_data], "not a valid",
-                   "too small")
+    assert_refused(["measure", edited(tmp_path, huge), "--data", good_data], "conv1.weight",
+                   "declared shape (1000000000, 1, 3, 3)")
+
+
+def test_model_initializer_data_longer_than_shape(tmp_path, good_data):
+    def longer(m):
+        m.graph.initializer[1].dims[0] = 4  # 16 biases stored, 4 declared
+    assert_refused(["measure", edited(tmp_path, longer), "--data", good_data], "conv1.bias",
+                   "does not hold")
+
+
+def test_model_not_batch_first(tmp_path, good_data):
+    def swap(m):  # the classifier's Gemm becomes a Transpose: logits come out (10, N)
+        gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+        gemm.op_type = "Transpose"
+        del gemm.attribute[:]
+        del gemm.input[1:]
+    code, err, _ = run("measure", edited(tmp_path, swap), "--data", good_data)
+    assert code == 2 and "batch axis first" in err, err
 
 
 def test_model_input_not_an_image(tmp_path, good_data):

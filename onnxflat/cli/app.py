@@ -10,6 +10,7 @@ import functools
 import logging
 
 import click
+import numpy as np
 
 from .. import __version__
 from ..errors import OnnxflatError, first_line
@@ -24,7 +25,8 @@ def guard(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         try:
-            return fn(*args, **kwargs)
+            with np.errstate(all="ignore"):  # non-finite values are detected and reported
+                return fn(*args, **kwargs)
         except OnnxflatError as exc:
             click.echo("error: " + " ".join(str(exc).split()), err=True)
             ctx.exit(EXIT_BAD_INPUT)

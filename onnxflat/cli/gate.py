@@ -34,7 +34,7 @@ EXIT_FAILED = 1
 @click.option("--max-trace", multiple=True, metavar="[LAYER=]V",
               help="Limit on the Hessian trace, as --max-kappa.")
 @click.option("--summary-md", type=click.Path(dir_okay=False),
-              help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
+              help="Append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).")
 @run_options
 @json_option("Write the result with the gate's checks as JSON.")
 @guard
@@ -67,9 +67,9 @@ def gate(model, data, baseline, max_increase, on, max_kappa, max_trace, summary_
     base = g.load_baseline(baseline) if baseline else None
     ratio = g.parse_increase(max_increase)
     on = tuple(on) or ("kappa",)
-    if base is not None and not run.kappa and any(m == "kappa" for m in on):
-        raise OnnxflatError("--no-filter-kappa: the baseline gate on kappa needs it; "
-                            "use --on trace or --on kappa_layerwise")
+    if not run.kappa and ("kappa" in limits or (base is not None and "kappa" in on)):
+        raise OnnxflatError("--no-filter-kappa skips the kappa this gate needs (gate the "
+                            "baseline --on trace or --on kappa_layerwise, or use --max-trace)")
     res = run_measure(model, data, run)
     doc = res.to_dict()
     checks = g.evaluate(doc, limits, base, ratio, on)

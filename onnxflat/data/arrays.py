@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,18 @@ def _labels(y, name: str) -> tuple[np.ndarray, int | None]:
     return y.astype(np.int64), None
 
 
+# What numpy, zipfile and zlib raise on a corrupt or foreign file.
+READ_ERRORS = (OSError, EOFError, KeyError, ValueError, SyntaxError, NotImplementedError,
+               tokenize.TokenError, zipfile.BadZipFile, zlib.error)
+
+
+def _unreadable(p: Path, kind: str, exc: Exception) -> DataError:
+    if "pickle" in str(exc).lower():
+        return DataError(f"{p.name}: holds pickled objects, which onnxflat never loads; "
+                         "save plain numeric arrays")
+    return DataError(f"{p.name}: not a readable {kind} file ({first_line(exc)})")
+
+
 def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDataset:
     """Read ``x`` and ``y`` from a .npz file (never unpickles)."""
     p = Path(path)
@@ -146,13 +160,8 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDatas
             x, y = z[x_key], z[y_key]
     except DataError:
         raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DataError(f"{p.name}: holds pickled objects, which onnxflat never loads; "
-                            "save plain numeric arrays") from None
-        raise DataError(f"{p.name}: cannot read as .npz ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise DataError(f"{p.name}: not a readable .npz file ({type(exc).__name__})") from None
+    except READ_ERRORS as exc:
+        raise _unreadable(p, ".npz", exc) from None
     return ArrayDataset(x, y, p.name)
 
 
@@ -164,11 +173,6 @@ def load_npy_pair(x_path: str | Path, y_path: str | Path) -> ArrayDataset:
             raise DataError(f"data file not found: {p}")
         try:
             arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
-        except ValueError as exc:
-            if "pickle" in str(exc).lower():
-                raise DataError(f"{p.name}: holds pickled objects, which onnxflat never "
-                                "loads") from None
-            raise DataError(f"{p.name}: cannot read as .npy ({exc})") from None
-        except OSError as exc:
-            raise DataError(f"{p.name}: cannot read as .npy ({exc})") from None
+        except READ_ERRORS as exc:
+            raise _unreadable(p, ".npy", exc) from None
     return ArrayDataset(arrays[0], np.asarray(arrays[1]), Path(x_path).name)

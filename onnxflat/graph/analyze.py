@@ -9,6 +9,7 @@ output reaches the logits only through that pooling. Failures name the node and 
 from __future__ import annotations
 
 import heapq
+import math
 import os
 
 import numpy as np
@@ -23,6 +24,8 @@ from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLIN
 
 # Consumers that read only a tensor's shape, never its values: they are not a path.
 SHAPE_ONLY = ("Shape", "Size")
+MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
+
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
 
@@ -66,8 +69,10 @@ def _model_input(ix: GraphIndex) -> onnx.ValueInfoProto:
     t = ins[0].type.tensor_type
     if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                            onnx.TensorProto.DOUBLE):
-        raise ModelError(f"model input '{ins[0].name}' has element type "
-                         f"{onnx.TensorProto.DataType.Name(t.elem_type)}, not a float image")
+        kind = (onnx.TensorProto.DataType.Name(t.elem_type)
+                if t.elem_type in onnx.TensorProto.DataType.values() else t.elem_type)
+        raise ModelError(f"model input '{ins[0].name}' has element type {kind}, not a float "
+                         "image")
     return ins[0]
 
 
@@ -266,7 +271,11 @@ def _slice_channels(v: np.ndarray, lay: tuple, width: int, off: int, c_out: int)
 def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> int | None:
     dims = ix.static_dims(pool.output[0])
     if dims is not None and all(isinstance(d, int) and d > 0 for d in dims[1:]):
-        return int(np.prod(dims[1:]))
+        n = math.prod(dims[1:])
+        if n > MAX_FEATURES:
+            raise ModelError(f"the pooling '{GraphIndex.node_name(pool)}' declares {n} output "
+                             "features; refused")
+        return n
     if layers and all(layer.channel_offset == 0 for layer in layers):
         return layers[0].conv.out_channels
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +14,8 @@ from onnx import numpy_helper
 from ..errors import ModelError, first_line
 
 MIN_OPSET = 7
+_FOUR_BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
+             if hasattr(onnx.TensorProto, n)}
 MAX_OPSET = 25
 
 
@@ -37,6 +40,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if not model.graph.node:
         raise ModelError(f"{p.name} has an empty graph (not an ONNX model, or truncated)")
     _load_external_data(model, p.resolve().parent)
+    _check_initializers(model, p.name)
     opset = default_opset(model)
     if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelError(f"{p.name}: unsupported opset {opset} of the default ONNX domain "
@@ -47,6 +51,29 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except Exception as exc:
         raise ModelError(f"{p.name} is not a valid ONNX model: {first_line(exc)}") from None
     return model
+
+
+def _check_initializers(model: onnx.ModelProto, name: str) -> None:
+    """Refuse an initializer whose data does not fill its declared shape and type."""
+    for t in model.graph.initializer:
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+        except Exception:
+            raise ModelError(f"{name}: initializer '{t.name}' has unknown data type "
+                             f"{t.data_type}") from None
+        count = math.prod(t.dims)
+        if t.HasField("raw_data"):
+            bits = 4 if t.data_type in _FOUR_BIT else 8 * dtype.itemsize
+            ok = len(t.raw_data) == (count * bits + 7) // 8
+        else:
+            try:
+                ok = numpy_helper.to_array(t).size == count
+            except Exception:
+                ok = False
+        if not ok:
+            raise ModelError(f"{name}: initializer '{t.name}' does not hold the data its "
+                             f"declared shape {tuple(t.dims)} and type "
+                             f"{onnx.TensorProto.DataType.Name(t.data_type)} need (corrupt file?)")
 
 
 def _check_dangling(model: onnx.ModelProto, name: str) -> None:

@@ -77,6 +77,45 @@ BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", 
           "PRelu": "prelu", "Pow": "pow"}
 
 
+# Conditions of the rules below, in words (rendered into docs/patterns.md).
+CHANNELWISE_NOTES = {
+    "unary": "elementwise on the conv-dependent tensor; attributes as in the ONNX spec",
+    "binary": "one conv-dependent operand; the other a constant broadcastable per channel "
+              "(no batch axis, no higher rank), or a conv-independent tensor of the output's "
+              "shape (a residual branch, fetched at run time); both conv-dependent: "
+              "SiLU/GELU-style products",
+    "PRelu": "constant slope (per channel or scalar)",
+    "Pow": "constant scalar exponent",
+    "Clip": "min/max as attributes (opset < 11) or constant inputs (either may be absent)",
+    "Cast": "to a float type (float16/32/64, bfloat16)",
+    "Dropout": "inference mode (training_mode absent or false)",
+    "BatchNormalization": "inference mode, constant statistics, over the conv's channel axis "
+                          "(folded to a per-channel affine)",
+    "Transpose": "keeps the batch axis first (NCHW <-> NHWC, tracked as the layout)",
+    "Concat": "along the conv's channel axis, one conv-dependent input with static channel "
+              "counts: the conv's channels are a slice of the pooled features (DenseNet, "
+              "Inception)",
+    "Shape, Size": "read only the shape: not a path to the logits, ignored",
+}
+POOLING_NOTES = {
+    "GlobalAveragePool": "always global",
+    "ReduceMean": "axes (attribute, or constant input from opset 18) are exactly the conv's "
+                  "spatial axes in the current layout; any keepdims",
+    "AveragePool": "kernel equal to the (static) map size, no padding",
+}
+CLASSIFIER_NOTES = {
+    "Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Cast":
+        "reshapes that keep the features on one axis",
+    "Gemm": "constant B (transB any, transA 0), alpha, beta and a constant C",
+    "MatMul": "pooled features on the left, constant 2-D weight (then Add for the bias)",
+    "Conv": "constant 1x1 kernel, group 1, on the pooled 1x1 map",
+    "Add, Sub, Mul, Div": "by per-feature or scalar constants",
+    "BatchNormalization": "constant statistics (BatchNorm1d after the pooling)",
+    "Softmax, LogSoftmax": "trailing, producing the graph output; logits are taken before it",
+    "(nothing)": "no classifier: the logits are the pooled features (SqueezeNet)",
+}
+
+
 def _check_operands(ctx: Ctx, node: onnx.NodeProto, ops: list[Operand]) -> Match | None:
     rank = len(ctx.layout)
     out_shape = ctx.ix.static_dims(node.output[0])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import array_namespace, to_device
 from array_api_compat import device as _device
+from scipy.linalg import blas
 
 from ..errors import NumericalError
 from ..graph.head import NCHW, Head, Layer
@@ -27,22 +28,30 @@ from .patches import Geometry, choose_route, filter_gram, geometry
 from .result import ClassifierResult, LayerResult, Result
 from .stats import Moments
 
-# Largest float64 intermediate (elements) the dense per-sample products may allocate.
-CHUNK_ELEMENTS = 1 << 24
+# Largest intermediate (elements) of the per-chunk products. Kept well under glibc's 32 MiB
+# mmap ceiling, so freed chunks are reused from the heap instead of being page-faulted in
+# afresh for every chunk (which costed more than the products themselves).
+CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
 class Options:
     """kappa: compute the filter-wise kappa (the dense ``C x C_out^2`` part);
-    route: force a patch route ('pixel', 'patch', 'vector') instead of the cheapest."""
+    route: force a patch route ('pixel', 'patch', 'vector') instead of the cheapest;
+    float64: run the large products in float64 even on float32 activations (by default they
+    run in the activations' dtype, with float64 reductions; tests/test_perf_precision.py
+    bounds the difference)."""
 
     kappa: bool = True
     route: str | None = None
+    float64: bool = False
 
 
-def channelwise_derivatives(layer: Layer, tensors: dict, xp):
-    """``phi'`` and ``phi''`` ``(N, C_out, P)`` (``phi''`` None when identically 0)."""
-    z = xp.astype(xp.asarray(tensors[layer.conv.output]), xp.float64)
+def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
+    """``phi'`` and ``phi''`` ``(N, C_out, P)`` (``phi''`` None when identically 0), computed
+    in ``dtype`` (default float64)."""
+    dtype = xp.float64 if dtype is None else dtype
+    z = xp.astype(xp.asarray(tensors[layer.conv.output]), dtype)
     env = {layer.conv.output: jets.Jet(z, xp.ones_like(z))}
     dev = _device(z)
     for step in layer.steps:
@@ -51,9 +60,9 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp):
             if op.kind == "dep":
                 args.append(env[op.name])
             elif op.kind == "const":
-                args.append(xp.asarray(op.value, device=dev))
+                args.append(xp.asarray(op.value, dtype=dtype, device=dev))
             else:
-                args.append(xp.astype(xp.asarray(tensors[op.name]), xp.float64))
+                args.append(xp.astype(xp.asarray(tensors[op.name]), dtype))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
         if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
@@ -64,9 +73,29 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp):
     if layer.layout != NCHW:
         final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
     n, c = final.v.shape[0], final.v.shape[1]
-    d1 = xp.reshape(final.d1, (n, c, -1))
-    d2 = None if final.d2 is None else xp.reshape(final.d2, (n, c, -1))
+    d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
+    d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
     return d1, d2
+
+
+def gram_weighted_rows(xp, m, zt):
+    """``sum_j' M_jj' (Zt Zt^T)_jj'`` per row j: m ``(n, C_out, C_out)`` symmetric, zt
+    ``(n, C_out, C)``; returns ``(n, C_out)``.
+
+    The Gram ``Zt Zt^T`` is the dense ``C C_out^2`` product of the filter-wise kappa. With
+    NumPy it is a BLAS ``syrk`` per sample (upper triangle only: half the multiply-adds of a
+    GEMM); other namespaces use a batched ``matmul``.
+    """
+    if xp.__name__.endswith("numpy") and zt.dtype in (np.float32, np.float64):
+        syrk = blas.ssyrk if zt.dtype == np.float32 else blas.dsyrk
+        out = np.empty(m.shape[:2], dtype=m.dtype)
+        for k in range(zt.shape[0]):
+            u = syrk(1.0, zt[k].T, trans=1)  # upper triangle of Zt Zt^T (lower is 0)
+            h = m[k] * u
+            out[k] = h.sum(axis=1) + h.sum(axis=0) - np.diagonal(m[k]) * np.diagonal(u)
+        return out
+    b = xp.matmul(zt, xp.permute_dims(zt, (0, 2, 1)))
+    return xp.sum(m * b, axis=2)
 
 
 class FlatnessAccumulator:
@@ -161,11 +190,13 @@ class FlatnessAccumulator:
 
     def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, delta):
         conv = layer.conv
-        a = xp.astype(xp.asarray(tensors[conv.input]), xp.float64)
+        a0 = xp.asarray(tensors[conv.input])
+        ft = xp.float64 if self.options.float64 or a0.dtype == xp.float64 else xp.float32
+        a = xp.astype(a0, ft)
         z_shape = tuple(tensors[conv.output].shape)
         geo = self._geom(layer, a.shape, z_shape)
         dev = _device(a)
-        d1, d2 = channelwise_derivatives(layer, tensors, xp)
+        d1, d2 = channelwise_derivatives(layer, tensors, xp, ft)
         c_out, off = conv.out_channels, layer.channel_offset
         ws = w[:, off:off + c_out]  # (C, C_out)
         gamma = xp.matmul(delta, ws)
@@ -175,24 +206,30 @@ class FlatnessAccumulator:
                          @ conv.kernel.reshape(c_out, -1).T, dev)
         knorm2 = xp.linalg.diagonal(kk)
         full = self.options.kappa
+        if full:
+            kk_ft = xp.astype(kk, ft)
+            wst = xp.astype(ws.T, ft)  # (C_out, C)
         route = self.options.route or choose_route(geo, full)
         n = a.shape[0]
-        per_sample = c_out * c_out + c_out * w.shape[0] + geo.positions * max(
-            c_out, geo.h * geo.w) + geo.d * (geo.positions + c_out)
-        step = max(1, CHUNK_ELEMENTS // per_sample)
+        largest = max(c_out * c_out if full else 0, c_out * w.shape[0] if full else 0,
+                      geo.positions * max(c_out, geo.h * geo.w), (geo.h * geo.w) ** 2,
+                      geo.d * max(geo.positions, c_out))
+        step = max(1, CHUNK_ELEMENTS // largest)
         traces, kappas = [], []
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
             r, sq = filter_gram(a[sl], d1[sl], geo, full, route)
-            e = 0.0 if d2 is None else xp.sum(d2[sl] * sq, axis=2) / geo.positions
+            e = 0.0 if d2 is None else xp.sum(
+                xp.astype(d2[sl], xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.linalg.diagonal(r) if full else r
-            traces.append(bdiag[sl] * rdiag + gamma[sl] * e)
+            traces.append(bdiag[sl] * xp.astype(rdiag, xp.float64) + gamma[sl] * e)
             if full:
-                mm = kk[None, :, :] * r  # (n, C_out, C_out)
-                u = xp.matmul(mm, ws.T[None, :, :])  # (n, C_out, C)
-                first = xp.matmul(u * ws.T[None, :, :], p[sl][:, :, None])[:, :, 0]
-                second = xp.matmul(mm, q[sl][:, :, None])[:, :, 0] * q[sl]
-                kappas.append(first - second + knorm2[None, :] * gamma[sl] * e)
+                # B = W^T diag(p) W - q q^T = Zt Zt^T with Zt = (W - 1 q^T)^T diag(sqrt p):
+                # centred, so no cancellation when p is peaked (float32 is safe).
+                pf = xp.astype(p[sl], ft)
+                zt = (wst[None, :, :] - xp.astype(q[sl], ft)[:, :, None]) * xp.sqrt(pf)[:, None, :]
+                rows = gram_weighted_rows(xp, kk_ft[None, :, :] * r, zt)
+                kappas.append(xp.astype(rows, xp.float64) + knorm2[None, :] * gamma[sl] * e)
         tf = xp.concat(traces, axis=0)
         kf = xp.concat(kappas, axis=0) if full else None
         return (xp.sum(tf, axis=1), None if kf is None else xp.sum(kf, axis=1),

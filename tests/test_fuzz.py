@@ -1,0 +1,144 @@
+"""Fuzz the model loader and the data reader with seeded mutations of the shipped fixtures.
+
+Each case runs ``onnxflat measure`` in-process and must end with exit code 0 (then every
+number in the JSON is finite) or 2 (one ``error:`` line), never 3, a traceback or a hang
+(a per-case alarm). A small sample also runs as real processes. ``ONNXFLAT_FUZZ_CASES``
+raises the count for a deeper local run; a failure names its case number and mutations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onnxflat.cli import main
+
+from .mutate import mutate_data, mutate_model
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = [ROOT / "models" / "digits_cnn.onnx", ROOT / "models" / "digits_cnn_sharp.onnx"]
+DATA = ROOT / "models" / "digits_train.npz"
+CASES = int(os.environ.get("ONNXFLAT_FUZZ_CASES", "500"))
+SEED = 20261128
+CASE_SECONDS = 20
+
+
+class Hang(BaseException):
+    """Raised by the alarm; a BaseException so that no handler under test swallows it."""
+
+
+def _alarm(signum, frame):
+    raise Hang
+
+
+def invoke(args: list[str], label: str) -> tuple[int, str]:
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(CASE_SECONDS)
+    try:
+        r = CliRunner().invoke(main, args)
+    except Hang:
+        pytest.fail(f"{label}: no answer within {CASE_SECONDS} s")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    errors = [ln for ln in r.stderr.splitlines() if not ln.startswith("warning: ")]
+    assert r.exit_code in (0, 2), f"{label}: exit {r.exit_code}: {r.stderr}{r.exception!r}"
+    assert "Traceback" not in r.stderr, f"{label}: {r.stderr}"
+    if r.exit_code == 2:
+        assert len(errors) == 1, f"{label}: {r.stderr}"
+    return r.exit_code, r.stderr
+
+
+def assert_finite(doc, label):
+    if isinstance(doc, dict):
+        for v in doc.values():
+            assert_finite(v, label)
+    elif isinstance(doc, list):
+        for v in doc:
+            assert_finite(v, label)
+    elif isinstance(doc, float):
+        assert math.isfinite(doc), f"{label}: non-finite number in the result"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """24 labelled samples: enough for every branch, cheap per case."""
+    with np.load(DATA) as z:
+        x, y = z["x"][:24].copy(), z["y"][:24].copy()
+    p = tmp_path_factory.mktemp("fuzzdata") / "small.npz"
+    np.savez(p, x=x, y=y)
+    return x, y, p
+
+
+def run_case(args, folder: Path, label: str) -> tuple[int, str]:
+    out = folder / "r.json"
+    out.unlink(missing_ok=True)
+    code, err = invoke(args + ["--json", str(out), "--batch-size", "10"], label)
+    if code == 0:
+        assert_finite(json.loads(out.read_text()), label)
+    return code, err
+
+
+def model_cases(folder: Path, n: int):
+    """(case index, path, label) of n mutated models, written one after another."""
+    raws = [p.read_bytes() for p in MODELS if p.exists()]
+    for i in range(n):
+        rng = np.random.default_rng([SEED, 0, i])
+        k = int(rng.integers(len(raws)))
+        raw, what = mutate_model(raws[k], rng)
+        (folder / "w.bin").write_bytes(rng.bytes(int(rng.integers(0, 8192))))
+        path = folder / f"m{i % 2}.onnx"
+        path.write_bytes(raw)
+        yield i, path, f"model case {i} ({MODELS[k].name}: {what})"
+
+
+def test_fuzz_models(tmp_path, small):
+    codes = {0: 0, 2: 0}
+    for i, path, label in model_cases(tmp_path, CASES):
+        code, _ = run_case(["measure", str(path), "--data", str(small[2])], tmp_path, label)
+        codes[code] += 1
+    assert codes[2] > CASES // 4, codes  # the mutations do reach the refusals
+    assert codes[0] > 0, codes  # and some mutants still measure
+
+
+def test_fuzz_data(tmp_path, small):
+    x, y, _ = small
+    codes = {0: 0, 2: 0}
+    for i in range(CASES):
+        rng = np.random.default_rng([SEED, 1, i])
+        folder = tmp_path / f"c{i % 2}"
+        folder.mkdir(exist_ok=True)
+        for f in folder.iterdir():
+            f.unlink()
+        args, what = mutate_data(x, y, folder, rng)
+        code, _ = run_case(["measure", str(MODELS[0])] + args, tmp_path, f"data case {i} ({what})")
+        codes[code] += 1
+    assert codes[2] > CASES // 4 and codes[0] > CASES // 20, codes
+
+
+def test_fuzz_sample_as_processes(tmp_path, small):
+    """A refused mutant model and a refused mutant data set through ``python -m onnxflat``:
+    the same exit code 2, one stderr line, no traceback."""
+    x, y, good = small
+    model = next(p for _, p, lab in model_cases(tmp_path, 50)
+                 if run_case(["measure", str(p), "--data", str(good)], tmp_path, lab)[0] == 2)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for i in range(50):
+        data_args, what = mutate_data(x, y, folder, np.random.default_rng([SEED, 2, i]))
+        if run_case(["measure", str(MODELS[0])] + data_args, tmp_path, what)[0] == 2:
+            break
+    for args in ([str(model), "--data", str(good)], [str(MODELS[0])] + data_args):
+        r = subprocess.run([sys.executable, "-m", "onnxflat", "measure"] + args,
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,0 +1,138 @@
+"""Write docs/patterns.md: the analyzer's rule tables and what it reads in every tested export.
+
+The rule tables come from ``onnxflat.graph.patterns``; the case tables run the analyzer on
+the test suite's own exports (tests/heads.py, tests/test_refusals.py, tests/architectures.py)
+and committed fixtures (tests/fixtures/*/*.onnx), so the doc cannot drift from the code:
+tests/test_patterns_doc.py fails when the committed file differs from ``render()``.
+
+Usage: PYTHONPATH=. python tools/gen_patterns_doc.py [--check]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "patterns.md"
+
+
+def _table(header: tuple[str, ...], rows) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def _reading(proto) -> tuple[str, str, str, str]:
+    """(layers, pooling, classifier, refusal) as the analyzer reads ``proto``."""
+    from onnxflat.errors import HeadNotFoundError
+    from onnxflat.graph import analyze_model
+    try:
+        head = analyze_model(proto)
+    except HeadNotFoundError as exc:
+        return "", "", "", f"`{exc.node}`: {exc.reason}" if exc.node else exc.reason
+    layers = "<br>".join(
+        f"{layer.conv.kernel.shape[0]}ch{f' @{layer.channel_offset}' if layer.channel_offset else ''}"
+        f": {' → '.join(s.fn for s in layer.steps) or 'identity'}" for layer in head.layers)
+    c = head.classifier
+    clf = (f"{c.weight.shape[1]}→{c.weight.shape[0]} ({len(c.nodes)} node"
+           f"{'s' if len(c.nodes) != 1 else ''})" if c.nodes else "none")
+    if c.softmax:
+        clf += " + softmax"
+    return layers, head.pooling.op, clf, ""
+
+
+def _rules() -> list[str]:
+    from onnxflat.graph import patterns as p
+    out = ["## Channel-wise operations (conv output → pooling input)", ""]
+    rows = [(op, f"`{fn}`", p.CHANNELWISE_NOTES.get(op, p.CHANNELWISE_NOTES["unary"]))
+            for op, fn in p.UNARY.items()]
+    rows += [(op, f"`{fn}` ({', '.join(f'{k}={v}' for k, v in d.items())})",
+              p.CHANNELWISE_NOTES["unary"]) for op, (fn, d) in p.UNARY_WITH_ATTRS.items()]
+    rows += [(op, f"`{fn}`", p.CHANNELWISE_NOTES.get(op, p.CHANNELWISE_NOTES["binary"]))
+             for op, fn in p.BINARY.items()]
+    rows += [(op, "", note) for op, note in p.CHANNELWISE_NOTES.items()
+             if op not in ("unary", "binary") and op not in p.UNARY and op not in p.BINARY]
+    out += _table(("ONNX op", "math (`onnxflat.measures.jets`)", "condition"), rows)
+    out += ["## Global average pooling", ""]
+    out += _table(("ONNX op", "condition"), p.POOLING_NOTES.items())
+    out += ["## Classifier (pooled features → logits, folded into one affine map)", ""]
+    out += _table(("ONNX op", "condition"), p.CLASSIFIER_NOTES.items())
+    out += ["## Refused on the conv → pooling path", ""]
+    out += _table(("ONNX op", "why"), sorted(p.SPATIAL_OPS.items()))
+    out += ["After the pooling, these make the head non-linear (an MLP) and are refused: "
+            + ", ".join(sorted(p.NONLINEAR_AFTER_POOL)) + "; LayerNormalization (ConvNeXt) too.",
+            ""]
+    return out
+
+
+def _cases() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    import onnx
+    import torch
+
+    from tests import architectures, heads, test_refusals
+    from tests.zoo import export
+
+    out = ["## Tested torch exports (tests/heads.py; measure vs autograd in tests/test_heads.py)",
+           ""]
+    rows = []
+    for v in heads.VARIANTS:
+        exporter = "dynamo" if v.dynamo else "TorchScript"
+        rows.append((v.name, exporter, v.opset or "default", *_reading(heads.exported(v)[1])[:3]))
+    out += _table(("case", "exporter", "opset", "layers: steps", "pooling", "classifier"), rows)
+    out += ["## Tested refusals (tests/test_refusals.py)", ""]
+    rows = [(name, _reading(test_refusals._proto(build()))[3])
+            for name, build, _, _ in test_refusals.CASES]
+    out += _table(("case", "refusal: node and reason"), rows)
+    out += ["## Architectures (tests/architectures.py, `onnxflat inspect` in "
+            "tests/test_architectures.py)", ""]
+    rows = []
+    for a in architectures.ARCHS:
+        proto = export(architectures.build(a), torch.randn(2, 3, architectures.HW,
+                                                            architectures.HW),
+                       keep_bn=True, opset=17)
+        r = _reading(proto)
+        rows.append((a.name, r[3] or f"{r[0]}; {r[1]}; classifier {r[2]}"))
+    out += _table(("architecture", "reading"), rows)
+    fixtures = sorted((ROOT / "tests" / "fixtures").glob("*/*.onnx"))
+    if fixtures:
+        out += ["## Committed exporter fixtures (tests/fixtures)", ""]
+        rows = []
+        for f in fixtures:
+            r = _reading(onnx.load(f))
+            rows.append((f"{f.parent.name}/{f.stem}", r[3] or f"{r[0]}; {r[1]}; "
+                                                            f"classifier {r[2]}"))
+        out += _table(("fixture", "reading"), rows)
+    return out
+
+
+def render() -> str:
+    lines = ["# Supported head patterns", "",
+             "Generated by `tools/gen_patterns_doc.py` from the analyzer's rule tables "
+             "(`onnxflat/graph/patterns.py`) and the tests' own exports; do not edit by hand. "
+             "A head is: one or more Conv nodes → channel-wise operations → global average "
+             "pooling → affine classifier (or none) → optional Softmax. Several convs reaching "
+             "the pooling channel-wise (Inception concat, DenseNet, residual projection) are "
+             "each reported as a layer; `ch @k` means the conv's channels start at pooled "
+             "feature k.", ""]
+    return "\n".join(lines + _rules() + _cases()).rstrip() + "\n"
+
+
+def main() -> int:
+    import logging
+    import warnings
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    text = render()
+    if "--check" in sys.argv:
+        same = DOC.exists() and DOC.read_text() == text
+        print("docs/patterns.md is up to date" if same else "docs/patterns.md is stale")
+        return 0 if same else 1
+    DOC.write_text(text)
+    print(f"wrote {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
