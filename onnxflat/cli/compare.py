@@ -8,7 +8,8 @@ from ..errors import OnnxflatError
 from ..report import compare as c
 from ..report import write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
+                      run_options)
 from .scale import engine_options
 
 
@@ -41,9 +42,10 @@ def compare(models, data, run, sort, json_out, csv_out, scale):
     if len(set(models)) < len(models):
         raise OnnxflatError("a model is given twice")
     if scale.active:
-        docs = [p.result().to_dict() for p in scale.run(list(models), data, run)]
+        results = [p.result() for p in scale.run(list(models), data, run)]
     else:
-        docs = [run_measure(m, data, run).to_dict() for m in models]
+        results = [run_measure(m, data, run) for m in models]
+    docs = [result_doc(r, m, data) for r, m in zip(results, models)]
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")
