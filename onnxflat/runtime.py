@@ -40,6 +40,46 @@ def select_providers(device: str = "auto") -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose outputs are exactly ``names``, without the nodes that none
+    of them needs (a trailing Softmax, an unused branch), so onnxruntime runs only the
+    subgraph the measures read."""
+    g = model.graph
+    producer = {o: i for i, node in enumerate(g.node) for o in node.output if o}
+    keep, todo = set(), list(names)
+    while todo:
+        i = producer.get(todo.pop())
+        if i is not None and i not in keep:
+            keep.add(i)
+            todo.extend(x for x in g.node[i].input if x)
+            todo.extend(_subgraph_inputs(g.node[i]))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.node[:], m.graph.output[:]
+    m.graph.node.extend(g.node[i] for i in sorted(keep))
+    used = {x for i in keep for x in g.node[i].input} | set(names)
+    used |= {x for i in keep for x in _subgraph_inputs(g.node[i])}
+    dropped = {t.name for t in g.initializer if t.name not in used}
+    inits = [t for t in g.initializer if t.name not in dropped]
+    inputs = [i for i in g.input if i.name not in dropped]
+    del m.graph.initializer[:], m.graph.input[:]
+    m.graph.initializer.extend(inits)
+    m.graph.input.extend(inputs)
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    return m
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope names read by the subgraphs of an If/Loop/Scan node."""
+    names = []
+    for a in node.attribute:
+        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            names += [x for n in sub.node for x in n.input if x]
+            for n in sub.node:
+                names += _subgraph_inputs(n)
+    return names
+
+
 class Extractor:
     """Runs a model and returns the tensors a :class:`Head` needs, batch by batch.
 
@@ -54,12 +94,7 @@ class Extractor:
         self.input_name = head.input_name
         # The model input itself may be needed (a conv on the input); it is passed through.
         self.fetches = [n for n in head.fetches if n != self.input_name]
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        outputs = {o.name for o in m.graph.output}
-        for name in self.fetches:
-            if name not in outputs:
-                m.graph.output.append(onnx.ValueInfoProto(name=name))
+        m = with_outputs(model, self.fetches)
         so = ort.SessionOptions()
         so.log_severity_level = QUIET
         if threads:

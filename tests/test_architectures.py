@@ -35,7 +35,8 @@ def test_inspect(arch, tmp_path):
                     if n.op_type == op and n.name.startswith("/classifier"))
         assert r.exit_code == 2, r.output
         assert f"node '{node}'" in r.output and reason in r.output, r.output
-        assert not out.exists()
+        assert json.loads(out.read_text())["refusal"] == {"node": node, "reason": r.output.split(
+            f"node '{node}': ")[1].strip()}
         return
     assert r.exit_code == 0, r.output
     heads = [line for line in r.output.splitlines() if line.startswith("head:")]
@@ -46,6 +47,8 @@ def test_inspect(arch, tmp_path):
     for line, conv in zip(heads, arch.layers):
         assert f"Conv '{conv}'" in line and "GlobalAveragePool" in line
     assert bool(doc["classifier"]["nodes"]) == (arch.classifier == "linear")
+    assert len(doc["rejected"]) == sum(line.startswith("not a layer") for line in
+                                       r.output.splitlines())
 
 
 @pytest.mark.parametrize("arch", [a for a in ARCHS if a.measure], ids=lambda a: a.name)

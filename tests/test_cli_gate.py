@@ -60,6 +60,7 @@ def test_workflow_gate_passes_and_baseline_is_current(tmp_path):
     # The committed baseline must be what measure gives today (regenerate: see the workflow).
     base = json.loads(BASELINE.read_text())
     validate(base)
+    assert doc["data"]["sha256"] == base["data"]["sha256"]  # the shipped training data
     pairs = [(doc["loss"], base["loss"]), (doc["accuracy"], base["accuracy"]),
              (doc["classifier"]["kappa"], base["classifier"]["kappa"])]
     pairs += [(a[m], b[m]) for a, b in zip(doc["layers"], base["layers"])
@@ -168,3 +169,14 @@ def test_evaluate_totals_ratios_and_errors():
     assert g.parse_limit("x=y=2") == ("x=y", 2.0) and g.parse_limit("5") == ("total", 5.0)
     md = g.markdown(checks, "m.onnx", "d.npz", 10, "old.json")
     assert md.count("❌ **FAIL**") == 3 and "| kappa a | 30 ± 3 | 20 ± 4 | 1.5 ± 0.34 |" in md
+
+
+def test_baseline_on_other_data_of_the_same_size_is_refused(tmp_path):
+    base = tmp_path / "b.json"
+    r = CliRunner().invoke(main, ["measure", str(MODEL), "--data", str(TRAIN), "--limit", "500",
+                                  "--seed", "1", "--json", str(base)])
+    assert r.exit_code == 0, r.output
+    same = gate("--baseline", str(base), "--limit", "500", "--seed", "1")
+    assert same.exit_code == 0, same.output
+    other = gate("--baseline", str(base), "--limit", "500", "--seed", "2")
+    assert other.exit_code == 2 and "measured on other data" in other.output

@@ -108,3 +108,21 @@ def test_external_data_inside_folder_loads_outside_refused(tmp_path):
     onnx.save(m, inside / "m.onnx")
     with pytest.raises(ModelError, match="outside the model's folder"):
         analyze(inside / "m.onnx")
+
+
+@pytest.mark.parametrize("how", ["absolute", "symlink"])
+def test_external_data_escaping_by_absolute_path_or_symlink_refused(how, tmp_path):
+    inside = tmp_path / "model"
+    inside.mkdir()
+    onnx.save(_proto(Net("relu")), tmp_path / "m.onnx", save_as_external_data=True,
+              location="w.bin", size_threshold=0)
+    m = onnx.load(tmp_path / "m.onnx", load_external_data=False)
+    if how == "symlink":  # a link inside the folder to a file outside it
+        (inside / "w.bin").symlink_to(tmp_path / "w.bin")
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location" and how == "absolute":
+                e.value = str(tmp_path / "w.bin")
+    onnx.save(m, inside / "m.onnx")
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        analyze(inside / "m.onnx")

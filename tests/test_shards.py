@@ -165,3 +165,18 @@ def test_empty_shard_is_refused(tmp_path):
     r = cli("measure", MODEL, "--data", TRAIN, "--shard", "1/2000", "--partial",
             tmp_path / "p.npz")
     assert r.exit_code == 2 and "empty" in r.output
+
+
+def test_data_copy_elsewhere_merges_but_other_subset_does_not(tmp_path, three, single):
+    copy = tmp_path / "copy" / "train.npz"  # the same bytes at another path (another node)
+    copy.parent.mkdir()
+    copy.write_bytes(TRAIN.read_bytes())
+    (last,) = shard_files(tmp_path, 3, data=copy)[2:]
+    out = tmp_path / "m.json"
+    assert cli("merge", three[0], three[1], last, "--json", out).exit_code == 0
+    assert_same_numbers(json.loads(out.read_text()), single)
+    a = shard_files(tmp_path, 2, "--limit", 500, "--seed", 1, tag="s1")
+    b = shard_files(tmp_path, 2, "--limit", 500, "--seed", 2, tag="s2")
+    refused([a[0], b[1]], "different data")
+    r = cli("merge", *a)
+    assert r.exit_code == 0 and "500 samples" in r.output

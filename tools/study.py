@@ -373,7 +373,9 @@ def plot(records: list[dict], path: Path) -> None:
             rs = [r for r in records if r["axis"] == axis]
             if rs:
                 ax.scatter([r["measures"][key] for r in rs], [r["gap_loss"] for r in rs],
-                           s=14, color=col, label=axis)
+                           s=16, color=col, label=axis, linewidths=0.8,
+                           edgecolors=["k" if r["train_acc"] >= FITTED_ACC else "none"
+                                       for r in rs])
         if not key.startswith("log_") and all(r["measures"][key] > 0 for r in records):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -382,6 +384,8 @@ def plot(records: list[dict], path: Path) -> None:
         ax.set_ylabel("test - train loss", fontsize=8)
         ax.tick_params(labelsize=7)
     axs.flat[0].legend(fontsize=7, title="varied", title_fontsize=7)
+    fig.suptitle(f"Each point one model; black edge: fitted (train accuracy >= {FITTED_ACC})",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -8,7 +8,8 @@ from ..errors import OnnxflatError
 from ..report import compare as c
 from ..report import write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
+                      run_options)
 
 
 @main.command(epilog=DATA_HELP)
@@ -36,7 +37,7 @@ def compare(models, data, run, sort, json_out, csv_out):
     """
     if len(set(models)) < len(models):
         raise OnnxflatError("a model is given twice")
-    docs = [run_measure(m, data, run).to_dict() for m in models]
+    docs = [result_doc(run_measure(m, data, run), m, data) for m in models]
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")

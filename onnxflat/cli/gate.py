@@ -12,7 +12,8 @@ from ..graph import analyze
 from ..report import gate as g
 from ..report import write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
+                      run_options)
 
 EXIT_FAILED = 1
 
@@ -71,7 +72,7 @@ def gate(model, data, baseline, max_increase, on, max_kappa, max_trace, summary_
         raise OnnxflatError("--no-filter-kappa skips the kappa this gate needs (gate the "
                             "baseline --on trace or --on kappa_layerwise, or use --max-trace)")
     res = run_measure(model, data, run)
-    doc = res.to_dict()
+    doc = result_doc(res, model, data)
     checks = g.evaluate(doc, limits, base, ratio, on)
     click.echo(f"model: {model}\ndata:  {data.name}, {res.n_samples} samples"
                + (f"\nbaseline: {baseline}" if baseline else ""))

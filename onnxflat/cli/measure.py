@@ -6,7 +6,7 @@ import click
 
 from ..report import result_summary, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, run_measure, run_options
+from .options import DATA_HELP, data_options, json_option, result_doc, run_measure, run_options
 from .scale import scale_options
 
 
@@ -35,4 +35,4 @@ def measure(model, data, run, json_out, scale):
         res = run_measure(model, data, run)
     click.echo(result_summary(res, data_name=data.name))
     if json_out:
-        write_json(res.to_dict(), json_out)
+        write_json(result_doc(res, model, data), json_out)

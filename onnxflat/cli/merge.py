@@ -27,4 +27,5 @@ def merge(partials, json_out):
     res = merged.result()
     click.echo(result_summary(res, data_name=merged.meta["data"]["name"]))
     if json_out:
-        write_json(res.to_dict(), json_out)
+        data = {k: merged.meta["data"][k] for k in ("name", "source", "sha256")}
+        write_json({**res.to_dict(), "data": data}, json_out)  # as measure --json

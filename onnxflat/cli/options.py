@@ -141,6 +141,14 @@ def progress_bar(total: int, model: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
 
 
+def result_doc(res: Result, model: str, data: DataSpec) -> dict:
+    """``res`` as a JSON-ready dict with the data it was measured on: name, source
+    (``DataSpec.describe``) and sha256 (contents and options), which ``gate`` compares."""
+    data = fit_data(model, data)
+    return {**res.to_dict(), "data": {"name": data.name, "source": data.describe(),
+                                      "sha256": data.fingerprint()}}
+
+
 def run_measure(model: str, data: DataSpec, run: RunOptions) -> Result:
     """Measure ``model`` on ``data`` with a progress bar unless quiet."""
     ds = fit_data(model, data).open()

@@ -11,7 +11,7 @@ from ..errors import OnnxflatError
 from ..graph import analyze
 from ..report import head_summary, html, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, run_measure, run_options
+from .options import DATA_HELP, data_options, result_doc, run_measure, run_options
 
 
 @main.command(epilog=DATA_HELP)
@@ -32,7 +32,7 @@ def report(model, data, run, out_dir):
     """
     html.require_matplotlib()  # before the run, so a missing extra costs nothing
     head_text = head_summary(analyze(model))
-    doc = run_measure(model, data, run).to_dict()
+    doc = result_doc(run_measure(model, data, run), model, data)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

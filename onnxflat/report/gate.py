@@ -133,6 +133,16 @@ def load_baseline(path: str | Path) -> dict:
     return doc
 
 
+def same_data(doc: dict, baseline: dict) -> None:
+    """Refuse a baseline measured on other data (when both results name their data)."""
+    new, old = doc.get("data") or {}, baseline.get("data") or {}
+    if new.get("sha256") and old.get("sha256") and new["sha256"] != old["sha256"]:
+        raise GateInputError(
+            f"the baseline was measured on other data ({old.get('name')}, sha256 "
+            f"{old['sha256'][:12]}) than this run ({new.get('name')}, sha256 "
+            f"{new['sha256'][:12]}): a ratio is meaningful only on the same data and options")
+
+
 def _subject(subject: str, measure: str, have: dict) -> tuple[float | None, float | None]:
     if (measure, subject) not in have:
         names = sorted({s for (m, s) in have if m == measure})
@@ -157,6 +167,7 @@ def evaluate(doc: dict, limits: dict[str, list[str]], baseline: dict | None = No
             checks.append(Check(measure, subject, value, se, limit, "max"))
     if baseline is not None:
         old = values(baseline)
+        same_data(doc, baseline)
         if baseline.get("n_samples") != doc.get("n_samples"):
             raise GateInputError(
                 f"the baseline was measured on {baseline.get('n_samples')} samples and this run "

@@ -34,6 +34,7 @@ def head_dict(head: Head) -> dict:
                        "shape": list(head.classifier.weight.shape),
                        "softmax": head.classifier.softmax,
                        "logits": head.classifier.logits},
+        "rejected": [{"node": node, "reason": reason} for node, reason in head.rejected],
     }
 
 
@@ -41,6 +42,7 @@ def head_summary(head: Head) -> str:
     lines = [f"model: {head.model_path}",
              f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}"]
     lines += [f"head:  {line}" for line in head.describe().splitlines()]
+    lines += [f"not a layer (at node '{node}'): {reason}" for node, reason in head.rejected]
     return "\n".join(lines)
 
 
