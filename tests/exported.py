@@ -36,6 +36,8 @@ def rel(a: float, b: float) -> float:
 def assert_measure_matches(framework: str, entry: dict, tol: float = 1e-5) -> None:
     """``onnxflat.measure`` agrees with the framework's references (float32 runtime: tol)."""
     x, y = data(framework)
+    if entry.get("input_layout") == "NCHW":  # exported with tf2onnx --inputs-as-nchw
+        x = x.transpose(0, 3, 1, 2)
     res = onnxflat.measure(ROOT / framework / entry["file"], x, y, batch_size=10)
     got = {layer.conv: layer for layer in res.layers}
     assert len(got) == len(entry["layers"])

@@ -242,6 +242,8 @@ VARIANTS = [
       pool="AveragePool"),
     V("dynamo_densenet_slice", lambda: Dense(), ("identity", "affine", "relu"),
       offsets=(C_MID,), dynamo=True, pool="ReduceMean"),
+    V("dynamo_opset18_elu_standardize", lambda: Net("standardize+elu", pool="mean_keep"),
+      ("sub", "div", "elu"), dynamo=True, opset=18, pool="ReduceMean"),
     V("dynamo_opset21_silu_conv1x1", lambda: Net("silu", cls="conv1x1"), ("sigmoid", "mul"),
       dynamo=True, opset=21, pool="ReduceMean"),
 ]

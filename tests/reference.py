@@ -21,7 +21,7 @@ def hessian_measures(model, x, y, param: str) -> tuple[float, float]:
         out = functional_call(model, {**params, param: wp}, (x.double(),))
         return F.cross_entropy(out, y)
 
-    h = torch.autograd.functional.hessian(loss, w)
+    h = torch.autograd.functional.hessian(loss, w, vectorize=True)
     rows = w.shape[0]
     h = h.reshape(rows, -1, rows, w[0].numel())
     t = torch.einsum("aibi->ab", h)

@@ -58,18 +58,19 @@ def test_documented_tables_are_rendered_from_the_raw_results(study, shipped):
     assert len(res["records"]) >= 24
     # the documented family is the script's family: every run, every seed
     names = {r["name"] for r in res["records"]}
-    assert names == {study.run_name(a, v, s) for a, v, s, _ in study.family(res["seeds"])}
+    assert names == {run.name for run in study.family(res["seeds"])}
 
 
 def test_granulated_tau(study):
     """A measure equal to the gap scores +1 everywhere; one ranking each axis backwards, -1."""
     records = []
     for seed in (0, 1):
-        for i, (axis, value, _, _) in enumerate(study.family([seed])):
+        runs = [run for run in study.family([seed]) if run.protocol == "epochs"]
+        for i, run in enumerate(runs):
             gap = (i * 7919 % 31) / 31 + seed
             m = {k: gap for k, _ in study.MEASURES}
             m["conv_kappa"] = -gap
-            records.append({"axis": axis, "value": value, "seed": seed, "name": str(i),
+            records.append({"axis": run.axis, "value": run.value, "seed": seed, "name": str(i),
                             "gap_loss": gap, "gap_acc": gap, "measures": m})
     c = study.correlations(records)
     assert c["conv_trace"]["gap_loss"]["tau"] == pytest.approx(1)
@@ -103,3 +104,20 @@ def test_doc_block_is_replaced_in_place(study, tmp_path):
     assert text.startswith("intro\n") and text.endswith("discussion\n")
     assert "two" in text and "one" not in text
     assert re.search(re.escape(study.BEGIN) + r"\ntwo\n" + re.escape(study.END), text)
+
+
+def test_training_stops_at_the_loss(study):
+    """stop_loss ends training after the first epoch at or below it, and otherwise changes
+    nothing (the check runs in eval mode, outside the training randomness)."""
+    x, y = study.digits_split()[:2]
+    x, y = x[:96], y[:96]
+
+    def fit(epochs, stop_loss=None):
+        torch.manual_seed(0)
+        m = study.train(study.DigitsCNN(4), x, y, epochs=epochs, lr=0.05, weight_decay=0.0,
+                        stop_loss=stop_loss)
+        return torch.cat([p.detach().flatten() for p in m.state_dict().values()])
+
+    assert torch.equal(fit(4, stop_loss=math.inf), fit(1))
+    assert torch.equal(fit(3, stop_loss=0.0), fit(3))
+    assert not torch.equal(fit(3), fit(1))

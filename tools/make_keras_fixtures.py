@@ -1,7 +1,8 @@
 """Export small Keras CNNs with tf2onnx and compute reference values with TensorFlow autograd.
 
 Writes tests/fixtures/keras/: one ``<case>.onnx`` per model, ``data.npz`` (the float32 NHWC
-inputs ``x`` and int64 labels ``y`` shared by every case) and ``references.json`` (for each
+inputs ``x`` and int64 labels ``y`` shared by every case; a case exported with tf2onnx's
+``inputs_as_nchw`` takes them transposed) and ``references.json`` (for each
 measured case, the Hessian trace / kappa of the mean cross-entropy w.r.t. each head conv
 kernel *as stored in the ONNX file* and w.r.t. the Dense kernel, and the mean loss;
 for refusal cases only the file). The test suite reads these files and does not need TF.
@@ -153,6 +154,8 @@ def squeeze_excitation(x, ref):
 
 
 NO_TRANSPOSE_OPT = "no_transpose_optimizer"
+INPUTS_AS_NCHW = "inputs_as_nchw"  # tf2onnx --inputs-as-nchw: the file takes NCHW input
+FIXED_BATCH = "fixed_batch_8"
 
 
 @dataclass
@@ -180,6 +183,8 @@ CASES = [
     Case("bn_after_relu_nhwc", dilated_valid_bn_after_relu, 17, options=(NO_TRANSPOSE_OPT,)),
     Case("concat_branches_nhwc", concat_branches, 15, convs=("head_conv_a", "head_conv_b"),
          options=(NO_TRANSPOSE_OPT,)),
+    Case("swish_inputs_as_nchw", swish_stride2_same, 17, options=(INPUTS_AS_NCHW,)),
+    Case("relu6_fixed_batch", relu6_dense_softmax, 13, options=(FIXED_BATCH, NO_TRANSPOSE_OPT)),
     Case("refuse_maxpool_before_gap", maxpool_before_gap, 13, measured=False),
     Case("refuse_mlp_after_gap", mlp_after_gap, 17, measured=False),
     Case("refuse_flatten_dense", flatten_dense, 13, measured=False),
@@ -221,14 +226,16 @@ def randomize(model: keras.Model, seed: int) -> None:
 
 
 def export(model: keras.Model, case: Case) -> onnx.ModelProto:
-    spec = (tf.TensorSpec((None, HW, HW, C_IN), tf.float32, name="input"),)
+    batch = 8 if FIXED_BATCH in case.options else None
+    spec = (tf.TensorSpec((batch, HW, HW, C_IN), tf.float32, name="input"),)
+    nchw = ["input"] if INPUTS_AS_NCHW in case.options else None
     optimizers = None
     if NO_TRANSPOSE_OPT in case.options:
         from tf2onnx import optimizer
         optimizers = {k: v for k, v in optimizer._get_optimizers().items()
                       if k != "optimize_transpose"}
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=case.opset,
-                                          optimizers=optimizers)
+                                          optimizers=optimizers, inputs_as_nchw=nchw)
     proto.producer_version = f"{tf2onnx.__version__} (tensorflow {tf.__version__})"
     return proto
 
@@ -320,7 +327,8 @@ def main() -> None:
         onnx.checker.check_model(proto)
         onnx.save(proto, out / f"{case.name}.onnx")
         entry = {"file": f"{case.name}.onnx", "opset": case.opset,
-                 "tf2onnx_options": list(case.options)}
+                 "tf2onnx_options": list(case.options),
+                 "input_layout": "NCHW" if INPUTS_AS_NCHW in case.options else "NHWC"}
         if case.measured:
             entry.update(references(case, model, proto, x, y))
         refs["cases"][case.name] = entry

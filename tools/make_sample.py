@@ -49,7 +49,10 @@ def digits_split(seed: int = 0, n_test: int = 497):
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float,
-          weight_decay: float, batch_size: int = 64, seed: int = 0) -> nn.Module:
+          weight_decay: float, batch_size: int = 64, seed: int = 0,
+          stop_loss: float | None = None) -> nn.Module:
+    """SGD with momentum 0.9. With ``stop_loss``, ``epochs`` is a cap: training stops after the
+    first epoch whose training loss (eval mode, whole set) is at most ``stop_loss``."""
     torch.manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -60,6 +63,10 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: fl
             opt.zero_grad()
             F.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
+        if stop_loss is not None:
+            with torch.no_grad():
+                if F.cross_entropy(model.eval()(xt), yt).item() <= stop_loss:
+                    break
     return model.eval()
 
 

@@ -1,14 +1,16 @@
 """Does relative flatness predict generalization? A family of small CNNs on scikit-learn's digits.
 
 Trains the sample architecture of tools/make_sample.py (conv -> ReLU -> conv -> BN -> ReLU -> GAP ->
-linear, 8x8 inputs) one factor at a time around a base configuration, for several seeds; exports
+linear, 8x8 inputs) one factor at a time around a base configuration, for several seeds, under two
+protocols (A: a fixed number of epochs; B: until a fixed training loss, Jiang et al.'s); exports
 each model to ONNX, measures it with onnxflat on its own training data, and reports Kendall tau and
 Spearman rho of every measure with the generalization gap, overall and granulated per
 hyper-parameter (Jiang et al. 2020, "Fantastic generalization measures"), plus a
-reparameterization check. Writes <out>/study.json, the generated part of <out>/study.md,
-<out>/study.png, and a few seed-0 models into --models (default models/family). Deterministic (fixed seeds, one thread):
+reparameterization check. Writes <out>/study.json, the generated part of <out>/study.md, the
+plots <out>/study.png (A) and <out>/study-stop.png (B), and a few seed-0 models of A into
+--models (default models/family). Deterministic (fixed seeds, one thread):
 
-    python tools/study.py                  # the full study (a few CPU minutes)
+    python tools/study.py                  # the full study (about 10 CPU minutes)
     python tools/study.py --quick --out /tmp/q   # 3 cheap models of the family, seconds
 """
 
@@ -50,7 +52,8 @@ class Config:
     batch_size: int = 64
     n_train: int | None = None
     label_noise: float = 0.0
-    epochs: int = 30
+    epochs: int = 30  # with stop_loss: at most this many
+    stop_loss: float | None = None
 
 
 # One factor at a time around Config(): each axis lists its values other than the base one.
@@ -64,7 +67,30 @@ AXES = {
     "epochs": [5, 10, 20, 60],
 }
 SEEDS = (0, 1, 2)
-QUICK = (("n_train", 100), ("n_train", 200), ("n_train", 400))  # the cheapest members, seed 0
+STOP_LOSS, MAX_EPOCHS = 0.05, 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How the family is trained: the base Config and the axes varied around it."""
+
+    title: str
+    base: Config
+    axes: tuple[str, ...]
+    prefix: str  # of run names
+    plot: str  # file name of the scatter plot
+
+
+PROTOCOLS = {
+    "epochs": Protocol("A. Fixed training length (30 epochs)", Config(), tuple(AXES), "",
+                       "study.png"),
+    # Jiang et al.'s protocol: every model to the same training loss; noisy labels cannot get there
+    "loss": Protocol(f"B. Trained to a training loss <= {STOP_LOSS} (at most {MAX_EPOCHS} epochs)",
+                     Config(stop_loss=STOP_LOSS, epochs=MAX_EPOCHS),
+                     tuple(a for a in AXES if a not in ("label_noise", "epochs")), "stop-",
+                     "study-stop.png"),
+}
+QUICK = (("n_train", 100), ("n_train", 200), ("n_train", 400))  # cheapest of A, seed 0
 SHIPPED = (("base", None), ("width", 4), ("weight_decay", 0.0), ("n_train", 100),
            ("label_noise", 0.5), ("epochs", 5))  # seed 0 -> models/family/
 HUTCHINSON_PROBES = 32
@@ -86,20 +112,33 @@ MEASURES = (
 GAPS = (("gap_loss", "test - train loss"), ("gap_acc", "train - test accuracy"))
 
 
-def family(seeds=SEEDS, quick: bool = False):
-    """[(axis, value, seed, Config)]: the base ("base", None) and every one-factor variant."""
-    runs = [("base", None)] + [(a, v) for a, vals in AXES.items() for v in vals]
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One member of the family: the protocol's base, or its base with ``axis`` set to
+    ``value``."""
+
+    protocol: str
+    axis: str  # "base" or a key of AXES
+    value: float | int | None
+    seed: int
+
+    @property
+    def config(self) -> Config:
+        base = PROTOCOLS[self.protocol].base
+        return base if self.axis == "base" else dataclasses.replace(base, **{self.axis: self.value})
+
+    @property
+    def name(self) -> str:
+        stem = "base" if self.axis == "base" else f"{self.axis}-{self.value}"
+        return f"{PROTOCOLS[self.protocol].prefix}{stem}-s{self.seed}"
+
+
+def family(seeds=SEEDS, quick: bool = False) -> list[Run]:
+    """Every protocol's base and one-factor variants, for every seed."""
     if quick:
-        return [(a, v, 0, _config(a, v)) for a, v in QUICK]
-    return [(a, v, s, _config(a, v)) for s in seeds for a, v in runs]
-
-
-def _config(axis, value) -> Config:
-    return Config() if axis == "base" else dataclasses.replace(Config(), **{axis: value})
-
-
-def run_name(axis, value, seed) -> str:
-    return f"{axis}-{value}-s{seed}" if axis != "base" else f"base-s{seed}"
+        return [Run("epochs", a, v, 0) for a, v in QUICK]
+    return [Run(key, a, v, s) for key, p in PROTOCOLS.items() for s in seeds
+            for a, v in [("base", None)] + [(a, v) for a in p.axes for v in AXES[a]]]
 
 
 def training_data(cfg: Config, seed: int, x: np.ndarray, y: np.ndarray):
@@ -114,9 +153,10 @@ def training_data(cfg: Config, seed: int, x: np.ndarray, y: np.ndarray):
 
 
 def fit(cfg: Config, seed: int, x, y) -> DigitsCNN:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the initialisation
     return train(DigitsCNN(cfg.width), x, y, epochs=cfg.epochs, lr=cfg.lr,
-                 weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed)
+                 weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed,
+                 stop_loss=cfg.stop_loss)
 
 
 @torch.no_grad()
@@ -170,11 +210,12 @@ def measures(model, path: Path, x, y) -> dict:
             **weight_norms(path), "onnx_loss": r.loss, "onnx_accuracy": r.accuracy}
 
 
-def run_one(axis, value, seed, cfg: Config, data, workdir: Path) -> dict:
+def run_one(run: Run, data, workdir: Path) -> dict:
     xtr_all, ytr_all, xte, yte = data
-    x, y = training_data(cfg, seed, xtr_all, ytr_all)
-    model = fit(cfg, seed, x, y)
-    path = workdir / f"{run_name(axis, value, seed)}.onnx"
+    cfg = run.config
+    x, y = training_data(cfg, run.seed, xtr_all, ytr_all)
+    model = fit(cfg, run.seed, x, y)
+    path = workdir / f"{run.name}.onnx"
     export(model, path, x)
     train_loss, train_acc = evaluate(model, x, y)
     test_loss, test_acc = evaluate(model, xte, yte)
@@ -182,8 +223,9 @@ def run_one(axis, value, seed, cfg: Config, data, workdir: Path) -> dict:
     if not math.isclose(m.pop("onnx_loss"), train_loss, rel_tol=1e-4, abs_tol=1e-6) or \
             abs(m.pop("onnx_accuracy") - train_acc) > 1e-9:
         raise RuntimeError(f"{path.name}: onnxflat's loss/accuracy disagree with torch's")
-    return {"name": run_name(axis, value, seed), "axis": axis, "value": value, "seed": seed,
-            "n_train": len(y), "train_loss": train_loss, "test_loss": test_loss,
+    return {"name": run.name, "protocol": run.protocol, "axis": run.axis, "value": run.value,
+            "seed": run.seed, "n_train": len(y),
+            "reached": None if cfg.stop_loss is None else train_loss <= cfg.stop_loss, "train_loss": train_loss, "test_loss": test_loss,
             "train_acc": train_acc, "test_acc": test_acc, "gap_loss": test_loss - train_loss,
             "gap_acc": train_acc - test_acc, "measures": m}
 
@@ -228,11 +270,18 @@ def _f(v, fmt="+.2f") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def render_tables(records: list[dict], reparam: list[dict] | None) -> str:
-    """The generated markdown: summary of the family, correlation tables, reparameterization."""
+def render_protocol(records: list[dict]) -> str:
+    """Markdown of one protocol's runs: correlation tables over the runs that count (all, or
+    those that reached the training loss), then every run."""
+    runs = records
+    records = [r for r in runs if r["reached"] is not False]
     c = correlations(records)
-    lines = ["### Overall correlation with the generalization gap", "",
-             f"{len(records)} models. tau: Kendall tau-b; rho: Spearman; psi: granulated tau "
+    dropped = sorted({r["name"].rsplit("-s", 1)[0] for r in runs if r["reached"] is False})
+    lines = ["#### Overall correlation with the generalization gap", "",
+             f"{len(records)} models"
+             + (f" ({len(runs) - len(records)} runs that did not reach the training loss left "
+                f"out: {', '.join(dropped)})" if dropped else "")
+             + ". tau: Kendall tau-b; rho: Spearman; psi: granulated tau "
              "(mean over the hyper-parameter axes below).", "",
              "| measure | tau (loss gap) | rho (loss gap) | psi (loss gap) | tau (acc gap) "
              "| rho (acc gap) | psi (acc gap) |", "|---|---|---|---|---|---|---|"]
@@ -243,20 +292,20 @@ def render_tables(records: list[dict], reparam: list[dict] | None) -> str:
     clean = [r for r in records if r["axis"] != "label_noise"]
     fitted = [r for r in records if r["train_acc"] >= FITTED_ACC]
     cc, cf = correlations(clean), correlations(fitted)
-    lines += ["", "### Subsets", "",
+    lines += [] if len(clean) == len(records) else ["", "#### Subsets", "",
               f"Without the label-noise runs ({len(clean)} models; their training loss is "
               f"measured on their noisy labels), and only the fitted runs (train accuracy >= "
               f"{FITTED_ACC}, {len(fitted)} models).", "",
               "| measure | tau (loss gap), no noise | tau (acc gap), no noise "
               "| tau (loss gap), fitted | rho (loss gap), fitted | tau (acc gap), fitted |",
               "|---|---|---|---|---|---|"]
-    for key, label in MEASURES:
+    for key, label in MEASURES if len(clean) < len(records) else ():
         lines.append(f"| {label} | {_f(cc[key]['gap_loss']['tau'])} | "
                      f"{_f(cc[key]['gap_acc']['tau'])} | {_f(cf[key]['gap_loss']['tau'])} | "
                      f"{_f(cf[key]['gap_loss']['rho'])} | {_f(cf[key]['gap_acc']['tau'])} |")
     for gap, glabel in GAPS:
         axes = [a for a in AXES if any(a in c[k][gap]["axes"] for k, _ in MEASURES)]
-        lines += ["", f"### Granulated Kendall tau per hyper-parameter, gap = {glabel}", "",
+        lines += ["", f"#### Granulated Kendall tau per hyper-parameter, gap = {glabel}", "",
                   "Each cell: tau within {base, the axis's variants}, averaged over seeds.", "",
                   "| measure | " + " | ".join(axes) + " | psi |",
                   "|---|" + "---|" * (len(axes) + 1)]
@@ -264,13 +313,14 @@ def render_tables(records: list[dict], reparam: list[dict] | None) -> str:
             row = c[key][gap]
             lines.append(f"| {label} | " + " | ".join(_f(row["axes"].get(a)) for a in axes)
                          + f" | {_f(row['psi'])} |")
-    lines += ["", "### The family", "",
-              "Mean over seeds (train loss and accuracy on each run's own, possibly noisy, "
-              "training set).", "",
-              "| run | train loss | test loss | train acc | test acc | conv kappa | conv trace |",
-              "|---|---|---|---|---|---|---|"]
+    stop = any(r["reached"] is not None for r in runs)
+    lines += ["", "#### The runs", "",
+              "Means over seeds, of all runs (train loss and accuracy on each run's own, possibly "
+              "noisy, training set).", "",
+              "| run | train loss | test loss | train acc | test acc | conv kappa | conv trace |"
+              + (" reached |" if stop else ""), "|---|---|---|---|---|---|---|" + "---|" * stop]
     groups: dict[str, list[dict]] = {}
-    for r in records:
+    for r in runs:
         groups.setdefault(r["name"].rsplit("-s", 1)[0], []).append(r)
     for name, rs in groups.items():
         mean = {k: np.mean([r[k] for r in rs]) for k in
@@ -278,18 +328,23 @@ def render_tables(records: list[dict], reparam: list[dict] | None) -> str:
         mk = {k: np.mean([r["measures"][k] for r in rs]) for k in ("conv_kappa", "conv_trace")}
         lines.append(f"| {name} | {mean['train_loss']:.4f} | {mean['test_loss']:.4f} | "
                      f"{mean['train_acc']:.4f} | {mean['test_acc']:.4f} | "
-                     f"{mk['conv_kappa']:.4g} | {mk['conv_trace']:.4g} |")
-    if reparam:
-        lines += ["", "### Reparameterization check", "",
-                  "Each transformation leaves the network function unchanged (max |Δ logit| "
-                  "on the training set shown); cells are measure(transformed) / "
-                  "measure(original). A ratio of 1.0000 means the measure did not move.", "",
-                  "| measure | " + " | ".join(t["name"] for t in reparam) + " |",
-                  "|---|" + "---|" * len(reparam),
-                  "| max abs logit change | " + " | ".join(f"{t['max_logit_diff']:.1e}"
-                                                        for t in reparam) + " |"]
-        for key, label in MEASURES:
-            lines.append(f"| {label} | " + " | ".join(_ratio(t, key) for t in reparam) + " |")
+                     f"{mk['conv_kappa']:.4g} | {mk['conv_trace']:.4g} |"
+                     + (f" {sum(r['reached'] for r in rs)}/{len(rs)} |" if stop else ""))
+    return "\n".join(lines) + "\n"
+
+
+def render_reparam(reparam: list[dict]) -> str:
+    """Markdown table of the reparameterization check: ratios after / before."""
+    lines = ["### Reparameterization check", "",
+             "Each transformation leaves the network function unchanged (max |Δ logit| "
+             "on the training set shown); cells are measure(transformed) / "
+             "measure(original). A ratio of 1.0000 means the measure did not move.", "",
+             "| measure | " + " | ".join(t["name"] for t in reparam) + " |",
+             "|---|" + "---|" * len(reparam),
+             "| max abs logit change | " + " | ".join(f"{t['max_logit_diff']:.1e}"
+                                                   for t in reparam) + " |"]
+    for key, label in MEASURES:
+        lines.append(f"| {label} | " + " | ".join(_ratio(t, key) for t in reparam) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -415,15 +470,26 @@ def render_block(results: dict) -> str:
     meta = (f"Generated by `{results['command']}` on {results['date']} (seeds "
             f"{results['seeds']}, {results['platform']}, {results['seconds']:.0f} s on one "
             f"thread). Raw results: `study.json`, sha256 prefix `{results_digest(results)}`.\n\n")
-    return (meta + render_tables(results["records"], results["reparam"])
-            + "\n![measures vs generalization gap](study.png)\n")
+    parts = [meta]
+    for key, proto in PROTOCOLS.items():
+        records = [r for r in results["records"] if r["protocol"] == key]
+        if records:
+            parts.append(f"### {proto.title}\n\n" + render_protocol(records)
+                         + f"\n![measures vs generalization gap, {key}]({proto.plot})\n\n")
+    if results["reparam"]:
+        parts.append(render_reparam(results["reparam"]))
+    return "".join(parts)
 
 
 def write_outputs(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(_dumps(results))
     write_doc(out / "study.md", render_block(results))
-    plot(results["records"], out / "study.png")
+    for key, proto in PROTOCOLS.items():
+        records = [r for r in results["records"]
+                   if r["protocol"] == key and r["reached"] is not False]
+        if records:
+            plot(records, out / proto.plot)
 
 
 def main(argv=None) -> dict:
@@ -449,16 +515,15 @@ def main(argv=None) -> dict:
     runs = family(range(args.seeds), quick=args.quick)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (axis, value, seed, cfg) in enumerate(runs):
-            records.append(run_one(axis, value, seed, cfg, data, Path(tmp)))
+        for i, run in enumerate(runs):
+            records.append(run_one(run, data, Path(tmp)))
             print(f"[{i + 1}/{len(runs)}] {records[-1]['name']}: gap {records[-1]['gap_loss']:.4f}"
                   f" kappa {records[-1]['measures']['conv_kappa']:.4g}", flush=True)
         reparam = None if args.quick else reparam_check(data, Path(tmp))
         if args.models:
             args.models.mkdir(parents=True, exist_ok=True)
-            for axis, value in SHIPPED:
-                shutil.copy(Path(tmp) / f"{run_name(axis, value, 0)}.onnx",
-                            args.models / f"{run_name(axis, value, 0)[:-3]}.onnx")
+            for run in (Run("epochs", a, v, 0) for a, v in SHIPPED):
+                shutil.copy(Path(tmp) / f"{run.name}.onnx", args.models / f"{run.name[:-3]}.onnx")
     command = "python tools/study.py" + (" " + " ".join(argv if argv is not None
                                                         else sys.argv[1:])).rstrip()
     results = {"command": command, "date": datetime.date.today().isoformat(),

@@ -57,6 +57,12 @@ def main(ctx, debug, verbose):
     Examples:
       onnxflat inspect models/digits_cnn.onnx
       onnxflat measure models/digits_cnn.onnx --data models/digits_train.npz
+      onnxflat gate models/digits_cnn_sharp.onnx --data models/digits_train.npz \\
+          --baseline docs/ci/baseline.json --max-increase 10%
+      onnxflat compare models/*.onnx --data models/digits_train.npz --csv ranks.csv
+      onnxflat report models/digits_cnn.onnx --data models/digits_train.npz --out report/
+
+    Every command: onnxflat COMMAND --help (options and examples).
     """
     ctx.obj = {"debug": debug}
     logger = logging.getLogger("onnxflat")

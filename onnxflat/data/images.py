@@ -90,8 +90,11 @@ class ImageFolder:
         if o.channel_order not in ("RGB", "BGR"):
             raise DataError(f"channel order must be RGB or BGR, got {o.channel_order}")
         if o.channels not in (1, 3):
+            hint = {"NCHW": " (an NHWC model? give --layout NHWC)",
+                    "NHWC": " (an NCHW model? drop --layout NHWC)"}[o.layout]
             raise DataError(f"{self.root.name}: images are read as 1 (grayscale) or 3 (RGB) "
-                            f"channels; the model wants {o.channels or 'an unknown number'}")
+                            f"channels; the model wants {o.channels or 'an unknown number'}"
+                            + (hint if o.channels else ""))
         if o.size is None:
             raise DataError(f"{self.root.name}: the model input has no fixed height and width; "
                             "give --resize H W")
