@@ -161,7 +161,8 @@ READ_ERRORS = (OSError, EOFError, KeyError, ValueError, SyntaxError, NotImplemen
 
 def _unreadable(p: Path, kind: str, exc: Exception) -> DataError:
     if "pickle" in str(exc).lower():
-        return DataError(f"{p.name}: holds pickled objects, which onnxflat never loads; "
+        return DataError(f"{p.name}: holds pickled Python objects, which onnxflat never "
+                         "loads; "
                          "save plain numeric arrays")
     return DataError(f"{p.name}: not a readable {kind} file ({first_line(exc)})")
 
