@@ -3,6 +3,7 @@ numbers, also when a worker dies mid-run, and names the shards it could not fini
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 pytest.importorskip("distributed")
 import dask  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 from distributed import LocalCluster, WorkerPlugin  # noqa: E402
 
+from onnxflat.cli import main  # noqa: E402
 from onnxflat.data.spec import DataSpec  # noqa: E402
 from onnxflat.engine import SCHEDULER_CONFIG, measure_many  # noqa: E402
 from onnxflat.errors import DataError  # noqa: E402
@@ -109,14 +112,26 @@ def test_many_models(client, single):
 
 
 def test_cli_engine_dask_local_cluster(tmp_path, single):
-    import json
-
-    from click.testing import CliRunner
-
-    from onnxflat.cli import main
     out = tmp_path / "r.json"
     r = CliRunner().invoke(main, ["measure", MODEL, "--data", DATA.path, "--engine", "dask",
                                   "--workers", "2", "--shards", "3", "--json", str(out)])
     assert r.exit_code == 0, r.output
     np.testing.assert_allclose(numbers(json.loads(out.read_text())), numbers(single),
                                rtol=1e-12, atol=0)
+
+
+def test_cli_compare_on_engine_matches_plain_compare(tmp_path):
+    sharp = str(ROOT / "models" / "digits_cnn_sharp.onnx")
+    docs = []
+    for extra in ([], ["--engine", "dask", "--workers", "2", "--shards", "2"]):
+        out = tmp_path / f"c{len(docs)}.json"
+        r = CliRunner().invoke(main, ["compare", MODEL, sharp, "--data", DATA.path,
+                                      "--json", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        docs.append(json.loads(out.read_text()))
+    plain, engine = docs
+    assert len(plain["models"]) == 2
+    for a, b in zip(plain["models"], engine["models"]):
+        np.testing.assert_allclose(numbers(b["result"]), numbers(a["result"]), rtol=1e-12)
+    r = CliRunner().invoke(main, ["compare", MODEL, "--data", DATA.path, "--shards", "3"])
+    assert r.exit_code == 2 and "--shards need --engine dask" in r.output

@@ -10,6 +10,7 @@ from ..report import write_json
 from .app import guard, main
 from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
                       run_options)
+from .scale import engine_options
 
 
 @main.command(epilog=DATA_HELP)
@@ -21,8 +22,9 @@ from .options import (DATA_HELP, data_options, json_option, result_doc, run_meas
 @json_option("Write the comparison (each model's full result inside) as JSON.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False),
               help="Write one row per model (values, standard errors, ranks) as CSV.")
+@engine_options
 @guard
-def compare(models, data, run, sort, json_out, csv_out):
+def compare(models, data, run, sort, json_out, csv_out, scale):
     """Rank MODELS (checkpoints, a hyper-parameter sweep) by each measure on the same data.
 
     Rank 1 is the flattest. kappa, trace and kappa_layerwise are totals over each head's
@@ -34,10 +36,16 @@ def compare(models, data, run, sort, json_out, csv_out):
       onnxflat compare models/digits_cnn.onnx models/digits_cnn_sharp.onnx \\
           --data models/digits_train.npz
       onnxflat compare ckpt/epoch*.onnx --data train.npz --limit 2000 --csv sweep.csv
+      onnxflat compare ckpt/*.onnx --data /shared/train.npz --engine dask \\
+          --address tcp://scheduler:8786
     """
     if len(set(models)) < len(models):
         raise OnnxflatError("a model is given twice")
-    docs = [result_doc(run_measure(m, data, run), m, data) for m in models]
+    if scale.active:
+        results = [p.result() for p in scale.run(list(models), data, run)]
+    else:
+        results = [run_measure(m, data, run) for m in models]
+    docs = [result_doc(r, m, data) for r, m in zip(results, models)]
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")

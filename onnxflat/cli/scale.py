@@ -67,31 +67,48 @@ def _shard(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
-def scale_options(fn):
-    """Add the shard and engine options; the command receives ``scale: ScaleOptions``."""
-    options = [
-        click.option("--shard", callback=_shard, metavar="I/N",
-                     help="Only shard I of N (1-based, contiguous sample ranges), e.g. one "
-                          "Slurm array task; combine the partials with `onnxflat merge`."),
-        click.option("--partial", type=click.Path(dir_okay=False),
-                     help="Write the mergeable statistics (partial result file) here."),
-        click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
-                     show_default=True,
-                     help="dask: run shards as tasks on a Dask cluster (pip install "
-                          "'onnxflat[dask]'); without --address on a local one."),
-        click.option("--address", metavar="HOST:PORT",
-                     help="Dask scheduler address (default: start a local cluster)."),
-        click.option("--workers", type=click.IntRange(min=1),
-                     help="Worker processes of the local cluster (default: one per core)."),
-        click.option("--shards", type=click.IntRange(min=1),
-                     help="Shards per model for --engine dask (default: 2 per worker thread)."),
-    ]
+_SHARD = [
+    click.option("--shard", callback=_shard, metavar="I/N",
+                 help="Only shard I of N (1-based, contiguous sample ranges), e.g. one Slurm "
+                      "array task; combine the partials with `onnxflat merge`."),
+    click.option("--partial", type=click.Path(dir_okay=False),
+                 help="Write the mergeable statistics (partial result file) here."),
+]
+_ENGINE = [
+    click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
+                 show_default=True,
+                 help="dask: run shards as tasks on a Dask cluster (pip install "
+                      "'onnxflat[dask]'); without --address on a local one."),
+    click.option("--address", metavar="HOST:PORT",
+                 help="Dask scheduler address (default: start a local cluster)."),
+    click.option("--workers", type=click.IntRange(min=1),
+                 help="Worker processes of the local cluster (default: one per core)."),
+    click.option("--shards", type=click.IntRange(min=1),
+                 help="Shards per model for --engine dask (default: 2 per worker thread)."),
+]
 
+
+def _decorate(fn, options):
     @functools.wraps(fn)
-    def wrapper(*args, shard, partial, engine, address, workers, shards, **kwargs):
-        kwargs["scale"] = ScaleOptions(shard, partial, engine, address, workers, shards)
+    def wrapper(*args, **kwargs):
+        given = {k: kwargs.pop(k) for k in ScaleOptions.__dataclass_fields__ if k in kwargs}
+        if given["engine"] != "dask":
+            stray = [f"--{k}" for k in ("address", "workers", "shards") if given[k]]
+            if stray:
+                raise click.UsageError(f"{'/'.join(stray)} need --engine dask")
+        kwargs["scale"] = ScaleOptions(**given)
         return fn(*args, **kwargs)
 
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def scale_options(fn):
+    """Add the shard and engine options; the command receives ``scale: ScaleOptions``."""
+    return _decorate(fn, _SHARD + _ENGINE)
+
+
+def engine_options(fn):
+    """Add the engine options only (commands over several models)."""
+    return _decorate(fn, _ENGINE)
