@@ -37,6 +37,8 @@ REFUSALS = {
     "refuse_maxpool_before_gap": ("MaxPool.0", "MaxPool is a spatial operation"),
     "refuse_mobilenetv3_head": ("HardSigmoid.2", "the head after pooling is non-linear"),
     "refuse_se_block": ("GlobalAveragePool.0", "squeeze-excitation"),
+    # paddle.vision.models.mobilenet_v3_small: pool -> 1x1 conv -> hardswish -> dropout -> FC
+    "refuse_vision_mobilenet_v3_small": ("HardSigmoid.45", "the head after pooling is non-linear"),
 }
 
 

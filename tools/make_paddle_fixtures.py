@@ -184,18 +184,19 @@ class DepthwiseRelu6Mean(Net):
 
 
 class SwishDilated(Net):
-    """dilated conv -> swish -> adaptive avg pool -> flatten -> FC."""
+    """dilated conv -> swish -> adaptive avg pool -> flatten -> dropout -> FC."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2D(self.width, self.c, 3, padding=2, dilation=2)
+        self.drop = nn.Dropout(0.3)  # default upscale_in_train: the identity at inference
         self.fc = nn.Linear(self.c, CLASSES)
 
     def body(self, h):
         return swish(conv(self.conv, h))
 
     def head(self, a):
-        return self.fc(flatten(F.adaptive_avg_pool2d(a, 1)))
+        return self.fc(self.drop(flatten(F.adaptive_avg_pool2d(a, 1))))
 
 
 class GeluResidual(SwishDilated):
@@ -271,6 +272,13 @@ CASES = [  # (name, class, opset, measured)
     ("refuse_maxpool_before_gap", MaxPoolBeforeGap, 13, False),
 ]
 
+# Real paddle.vision architectures (paddle's own random init), exported for inspect only.
+# MobileNetV3's head after the pooling is 1x1 conv -> hardswish -> dropout -> FC: an MLP.
+VISION = [  # (name, builder, opset, input size)
+    ("refuse_vision_mobilenet_v3_small",
+     lambda: paddle.vision.models.mobilenet_v3_small(scale=0.1, num_classes=CLASSES), 13, 32),
+]
+
 
 def randomize(model: nn.Layer, seed: int) -> None:
     """Non-trivial weights: biases and BN statistics non-zero, logits not saturated."""
@@ -293,8 +301,8 @@ def randomize(model: nn.Layer, seed: int) -> None:
     model.set_state_dict(state)
 
 
-def export(model: nn.Layer, opset: int, path: Path) -> onnx.ModelProto:
-    spec = [paddle.static.InputSpec([None, C_IN, HW, HW], "float32", "x")]
+def export(model: nn.Layer, opset: int, path: Path, hw: int = HW) -> onnx.ModelProto:
+    spec = [paddle.static.InputSpec([None, C_IN, hw, hw], "float32", "x")]
     with tempfile.TemporaryDirectory() as tmp:
         prefix = str(Path(tmp) / "model")
         paddle.jit.save(paddle.jit.to_static(model, input_spec=spec, full_graph=True), prefix,
@@ -398,6 +406,11 @@ def main() -> None:
             entry.update(references(cls, model, proto, x, y))
         refs["cases"][name] = entry
         print(name, {k: v for k, v in entry.items() if k in ("loss", "classifier")})
+    for name, build, opset, hw in VISION:
+        model = build()
+        model.eval()
+        export(model, opset, out / f"{name}.onnx", hw)
+        refs["cases"][name] = {"file": f"{name}.onnx", "opset": opset, "input_hw": hw}
     (out / "references.json").write_text(json.dumps(refs, indent=1) + "\n")
 
 
