@@ -71,10 +71,12 @@ def test_float32_products_match_float64(c_in, c_out, classes, k, act, confident)
     assert fast.classifier.kappa == pytest.approx(ref.classifier.kappa, rel=1e-12)
 
 
-def test_gram_weighted_rows_syrk_matches_full_product():
-    """The NumPy syrk route (upper triangle only) equals sum_j' M_jj' (Zt Zt^T)_jj'."""
+@pytest.mark.parametrize("classes", [5, 40])
+def test_gram_weighted_rows_matches_full_product(classes):
+    """Both routes (M Zt for few classes, syrk's upper triangle for many) equal
+    sum_j' M_jj' (Zt Zt^T)_jj'."""
     rng = np.random.default_rng(3)
-    zt = rng.standard_normal((3, 7, 5))
+    zt = rng.standard_normal((3, 7, classes))
     m = rng.standard_normal((3, 7, 7))
     m = m + m.transpose(0, 2, 1)
     want = np.sum(m * (zt @ zt.transpose(0, 2, 1)), axis=2)

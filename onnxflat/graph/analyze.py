@@ -296,9 +296,9 @@ def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Ma
                                     f"'{cur}')")
         if len(consumers) > 1:
             # x * HardSigmoid(x), x * Sigmoid(x) ...: name the non-linearity, not the fork
-            for n in consumers:
-                if n.op_type in NONLINEAR_AFTER_POOL:
-                    return linear_step(ix, n, cur, f)
+            bad = _nonlinear_downstream(ix, consumers, cur, f)
+            if bad is not None:
+                return bad
             return Match.fail(consumers[1], f"tensor '{cur}' after the pooling feeds several "
                                             "nodes; the classifier must be a single chain")
         node = consumers[0]
@@ -309,11 +309,34 @@ def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Ma
                                     GraphIndex.node_name(node)))
         m = linear_step(ix, node, cur, f)
         if not m:
-            return m
+            # an unsupported op (e.g. the dynamo exporter's Gather for a permute) in front of
+            # a LayerNorm or activation: the non-linearity is the decisive reason
+            bad = _nonlinear_downstream(ix, [node], cur, f)
+            return m if bad is None else bad
         f = m.value
         if node.op_type not in RESHAPES and node.op_type != "Cast":
             folded.append(GraphIndex.node_name(node))
         cur = node.output[0]
+
+
+def _nonlinear_downstream(ix: GraphIndex, nodes: list[onnx.NodeProto], cur: str,
+                          f: Affine) -> Match | None:
+    """The failure at the first node from ``nodes`` on (graph order) that makes the head
+    after the pooling non-linear (an activation, LayerNormalization), or None."""
+    heap = [(ix.order[id(n)], id(n), n) for n in nodes]
+    heapq.heapify(heap)
+    seen = set()
+    while heap:
+        _, key, node = heapq.heappop(heap)
+        if key in seen:
+            continue
+        seen.add(key)
+        if node.op_type in NONLINEAR_AFTER_POOL or node.op_type == "LayerNormalization":
+            return linear_step(ix, node, cur, f)
+        for out in node.output:
+            for n in ix.consumers.get(out, []):
+                heapq.heappush(heap, (ix.order[id(n)], id(n), n))
+    return None
 
 
 def _reaches_output(ix: GraphIndex, name: str) -> bool:

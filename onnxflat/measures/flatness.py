@@ -32,6 +32,8 @@ from .stats import Moments
 # mmap ceiling, so freed chunks are reused from the heap instead of being page-faulted in
 # afresh for every chunk (which costed more than the products themselves).
 CHUNK_ELEMENTS = 1 << 22
+# Below this many classes the kappa's dense part is cheaper as (M Zt) than as Zt Zt^T.
+SMALL_CLASSES = 32
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,13 @@ def gram_weighted_rows(xp, m, zt):
     """``sum_j' M_jj' (Zt Zt^T)_jj'`` per row j: m ``(n, C_out, C_out)`` symmetric, zt
     ``(n, C_out, C)``; returns ``(n, C_out)``.
 
-    The Gram ``Zt Zt^T`` is the dense ``C C_out^2`` product of the filter-wise kappa. With
-    NumPy it is a BLAS ``syrk`` per sample (upper triangle only: half the multiply-adds of a
-    GEMM); other namespaces use a batched ``matmul``.
+    This is the dense ``C C_out^2`` product of the filter-wise kappa. Few classes: as
+    ``rowsum((M Zt) * Zt)``, no ``C_out x C_out`` intermediate. Many: the Gram ``Zt Zt^T``,
+    with NumPy a BLAS ``syrk`` per sample (upper triangle only, half the multiply-adds of a
+    GEMM), elsewhere a batched ``matmul``.
     """
+    if zt.shape[2] < SMALL_CLASSES:
+        return xp.sum(xp.matmul(m, zt) * zt, axis=2)
     if xp.__name__.endswith("numpy") and zt.dtype in (np.float32, np.float64):
         syrk = blas.ssyrk if zt.dtype == np.float32 else blas.dsyrk
         out = np.empty(m.shape[:2], dtype=m.dtype)
@@ -202,18 +207,19 @@ class FlatnessAccumulator:
         gamma = xp.matmul(delta, ws)
         q = xp.matmul(p, ws)
         bdiag = xp.matmul(p, ws * ws) - q * q  # (N, C_out)
-        kk = self._const(xp, f"G{i}", lambda: conv.kernel.reshape(c_out, -1)
-                         @ conv.kernel.reshape(c_out, -1).T, dev)
-        knorm2 = xp.linalg.diagonal(kk)
+        kflat = conv.kernel.reshape(c_out, -1)
+        knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
         if full:
-            kk_ft = xp.astype(kk, ft)
+            kdt = np.float64 if ft == xp.float64 else np.float32
+            kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
+                kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
             wst = xp.astype(ws.T, ft)  # (C_out, C)
         route = self.options.route or choose_route(geo, full)
         n = a.shape[0]
         largest = max(c_out * c_out if full else 0, c_out * w.shape[0] if full else 0,
                       geo.positions * max(c_out, geo.h * geo.w), (geo.h * geo.w) ** 2,
-                      geo.d * max(geo.positions, c_out))
+                      0 if route == "pixel" else geo.d * max(geo.positions, c_out))
         step = max(1, CHUNK_ELEMENTS // largest)
         traces, kappas = [], []
         for s in range(0, n, step):
