@@ -95,7 +95,8 @@ def measure_many(client, models: Sequence[str], data: DataSpec, shards: int | No
             continue
         value = fut.result()
         if isinstance(value, OnnxflatError):
-            raise type(value)(f"{_name(models, where, count)}: {value}")
+            value.args = (f"{_name(models, where, count)}: {value}",)
+            raise value
         done[where] = value
         bar.update()
     bar.close()

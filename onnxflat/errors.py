@@ -23,6 +23,9 @@ class HeadNotFoundError(OnnxflatError):
         where = f"node '{node}': " if node else ""
         super().__init__(f"no supported head: {where}{reason}")
 
+    def __reduce__(self):  # picklable, so it can come back from a cluster worker
+        return type(self), (self.node, self.reason)
+
 
 class DataError(OnnxflatError):
     """The data does not fit the model (shape, dtype, labels, non-finite values, empty)."""

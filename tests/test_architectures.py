@@ -62,3 +62,22 @@ def test_measure_matches_autograd(arch, tmp_path):
         trace, kappa = hessian_measures(model, x, y, param)
         assert abs(got.trace - trace) < 1e-5 * abs(trace), (got.trace, trace)
         assert abs(got.kappa - kappa) < 1e-5 * abs(kappa), (got.kappa, kappa)
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("efficientnet", ("sigmoid", "mul")),  # BN folded into the head conv by the exporter
+    ("convnext", "LayerNormalization after the pooling"),  # behind a Gather (as_strided)
+])
+def test_dynamo_export(name, expect):
+    from onnxflat.errors import HeadNotFoundError
+    from onnxflat.graph import analyze_model
+    arch = next(a for a in ARCHS if a.name == name)
+    proto = export(build(arch), torch.randn(2, 3, HW, HW), dynamo=True)
+    if isinstance(expect, str):
+        with pytest.raises(HeadNotFoundError) as exc:
+            analyze_model(proto)
+        node = next(n for n in proto.graph.node if n.name == exc.value.node)
+        assert node.op_type == "LayerNormalization" and expect in exc.value.reason
+        return
+    (layer,) = analyze_model(proto).layers
+    assert tuple(s.fn for s in layer.steps) == expect

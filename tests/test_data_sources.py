@@ -15,6 +15,7 @@ from PIL import Image
 
 from onnxflat.cli import main
 from onnxflat.data import DataSpec, ImageFolder, ImageOptions, open_data
+from onnxflat.data.npyfile import NpyFile
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_cnn.onnx"
@@ -78,7 +79,7 @@ def test_npy_pair_is_memory_mapped_and_equals_npz(tmp_path, train):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     ds = open_data(DataSpec(str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy")))
-    assert isinstance(ds.x, np.memmap)
+    assert isinstance(ds.x, NpyFile)  # streamed by row blocks (RSS bounded), never loaded whole
     npz = measure_json(tmp_path, "npz", "--data", str(TRAIN))
     npy = measure_json(tmp_path, "npy", "--data", str(tmp_path / "x.npy"), "--labels",
                        str(tmp_path / "y.npy"))
@@ -159,3 +160,44 @@ def test_image_folder_shards_merge_to_the_full_run(tmp_path, digit_pngs):
     np.testing.assert_allclose(numbers(json.loads(out.read_text())), numbers(full), rtol=1e-9)
     bad = CliRunner().invoke(main, ["merge", parts[0], parts[2]])
     assert bad.exit_code == 2 and "different data" in bad.output
+
+
+def test_rgb_nhwc_bgr_folder_equals_npz(tmp_path):
+    """3-channel NHWC model: layout, channel order, mean/std as documented, end to end."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(4, 5, 3, padding=1)
+            self.fc = torch.nn.Linear(5, 3)
+
+        def forward(self, x):  # x: (N, H, W, C)
+            h = torch.relu(self.c1(x.permute(0, 3, 1, 2)))
+            return self.fc(torch.relu(self.c2(h)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = tmp_path / "nhwc.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(2, 6, 6, 3),), str(model), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(30, 6, 6, 3), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], 10)
+    for i, (img, label) in enumerate(zip(pixels, labels)):
+        (tmp_path / "imgs" / "abc"[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, mode="RGB").save(tmp_path / "imgs" / "abc"[label] / f"{i:02d}.png")
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    x = ((pixels[..., ::-1] / 255.0 - mean) / std).astype(np.float32)  # BGR, NHWC
+    np.savez(tmp_path / "d.npz", x=x, y=labels)
+    runs = []
+    for args in (["--data", str(tmp_path / "d.npz")],
+                 ["--data", str(tmp_path / "imgs"), "--layout", "NHWC", "--channel-order", "BGR",
+                  "--mean", "0.5,0.4,0.3", "--std", "0.2,0.25,0.3"]):
+        out = tmp_path / f"{len(runs)}.json"
+        r = CliRunner().invoke(main, ["measure", str(model), "--json", str(out), *args])
+        assert r.exit_code == 0, r.output
+        runs.append(numbers(json.loads(out.read_text())))
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12)
+    wrong = CliRunner().invoke(main, ["measure", str(model), "--data", str(tmp_path / "imgs")])
+    assert wrong.exit_code == 2 and "--layout NHWC" in wrong.output

@@ -19,7 +19,7 @@ from distributed import LocalCluster, WorkerPlugin  # noqa: E402
 from onnxflat.cli import main  # noqa: E402
 from onnxflat.data.spec import DataSpec  # noqa: E402
 from onnxflat.engine import SCHEDULER_CONFIG, measure_many  # noqa: E402
-from onnxflat.errors import DataError  # noqa: E402
+from onnxflat.errors import DataError, HeadNotFoundError  # noqa: E402
 from onnxflat.partial import PartialError, compute  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,10 @@ def test_user_error_on_a_worker_is_reported_not_retried(client, tmp_path):
     with pytest.raises(DataError, match=r"shard [12]/2: data not found"):
         measure_many(client, [MODEL], DataSpec(str(tmp_path / "gone.npz")), shards=2,
                      progress=False)
+    refused = ROOT / "tests" / "fixtures" / "keras" / "refuse_global_max_pool.onnx"
+    with pytest.raises(HeadNotFoundError, match=r"shard [12]/2 of .*refuse_global_max_pool"
+                                                r".onnx: no supported head"):
+        measure_many(client, [MODEL, str(refused)], DATA, shards=2, progress=False)
 
 
 def test_many_models(client, single):
