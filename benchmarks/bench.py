@@ -24,6 +24,7 @@ repeats is reported, so ratios stay meaningful on a loaded machine:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import subprocess
@@ -148,6 +149,8 @@ def main(argv=None) -> None:
                     help="seconds of Hutchinson probes per seed before reporting a bound")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    # The labels are random by design (speed does not depend on them): no chance-level warning.
+    logging.getLogger("onnxflat").setLevel(logging.ERROR)
     with threadpool_limits(args.threads):
         if args.rss_child:
             key = args.models[0]
