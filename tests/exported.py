@@ -20,8 +20,13 @@ ROOT = Path(__file__).parent / "fixtures"
 
 
 def references(framework: str) -> dict:
-    """case name -> its entry of references.json (``file``, ``opset``, references if measured)."""
-    return json.loads((ROOT / framework / "references.json").read_text())["cases"]
+    """case name -> its entry of references.json (``file``, ``opset``, references if measured).
+
+    Every committed .onnx file of the folder belongs to a case (none goes untested)."""
+    cases = json.loads((ROOT / framework / "references.json").read_text())["cases"]
+    assert {e["file"] for e in cases.values()} == {
+        p.name for p in (ROOT / framework).glob("*.onnx")}
+    return cases
 
 
 def data(framework: str) -> tuple[np.ndarray, np.ndarray]:

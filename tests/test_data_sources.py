@@ -15,6 +15,7 @@ from PIL import Image
 
 from onnxflat.cli import main
 from onnxflat.data import DataSpec, ImageFolder, ImageOptions, open_data
+from onnxflat.data.npyfile import NpyFile
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_cnn.onnx"
@@ -78,7 +79,7 @@ def test_npy_pair_is_memory_mapped_and_equals_npz(tmp_path, train):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     ds = open_data(DataSpec(str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy")))
-    assert isinstance(ds.x, np.memmap)
+    assert isinstance(ds.x, NpyFile)  # streamed by row blocks (RSS bounded), never loaded whole
     npz = measure_json(tmp_path, "npz", "--data", str(TRAIN))
     npy = measure_json(tmp_path, "npy", "--data", str(tmp_path / "x.npy"), "--labels",
                        str(tmp_path / "y.npy"))

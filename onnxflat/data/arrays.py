@@ -1,4 +1,4 @@
-"""In-memory and memory-mapped array data, with the checks every source shares."""
+"""In-memory and streamed array data, with the checks every source shares."""
 
 from __future__ import annotations
 
@@ -12,24 +12,29 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, first_line
+from .npyfile import NpyFile
 
 log = logging.getLogger(__name__)
 
 FLOAT32_EXACT = 2 ** 24
+# An uncompressed .npz member of x larger than this is streamed from the file.
+STREAM_BYTES = 64 << 20
 
 
 class ArrayDataset:
-    """Samples ``x`` ``(N, ...)`` with integer labels ``y`` ``(N,)``; x may be a memmap.
+    """Samples ``x`` ``(N, ...)`` with integer labels ``y`` ``(N,)``; x may be any array-like
+    with shape, dtype and slice / row-array indexing (an :class:`NpyFile`, an image folder).
 
     ``batches(b)`` yields ``(start, x_batch, y_batch)`` with x cast to float and checked
-    for NaN/Inf batch by batch, so memory is bounded by the batch, not by N.
+    (NaN/Inf; integers float32 cannot hold exactly) batch by batch, so memory is bounded by
+    the batch, not by N.
     """
 
     def __init__(self, x, y, name: str = "data", index: np.ndarray | None = None):
         self.name = name
         self.x = x
         self.y, self.onehot_width = _labels(y, name)
-        # Optional sorted subset of sample indices, read lazily (memmaps stay on disk).
+        # Optional sorted subset of sample indices, read lazily (files stay on disk).
         self.index = None if index is None else np.asarray(index, np.int64)
         if self.x.ndim < 2:
             raise DataError(f"{name}: x must have a sample axis and input axes, got shape "
@@ -91,6 +96,7 @@ class ArrayDataset:
                 rows = self.index[s:s + batch_size]
                 xb = np.asarray(self.x[rows])
             if xb.dtype != self.x_dtype:
+                _check_exact(xb, rows, self.name)
                 xb = xb.astype(self.x_dtype)
             finite = np.isfinite(xb)
             if not finite.all():
@@ -100,17 +106,32 @@ class ArrayDataset:
 
 
 def _check_x_dtype(x, name: str) -> np.dtype:
+    """The float dtype batches of x are given in (integers become float32, with a notice)."""
     dt = x.dtype
     if dt.kind == "f":
         return dt
     if dt.kind in "iu":
-        lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
-        if max(abs(lo), abs(hi)) > FLOAT32_EXACT:
-            raise DataError(f"{name}: x is {dt} with values up to {max(abs(lo), abs(hi))}, "
-                            "which float32 cannot hold exactly; convert it yourself")
-        log.warning("%s: x is %s; converting to float32 (lossless for these values)", name, dt)
+        if dt.itemsize <= 2:
+            log.warning("%s: x is %s; converting it to float32 (lossless)", name, dt)
+        else:
+            log.warning("%s: x is %s; converting it to float32, lossless up to |x| = 2**24 (a "
+                        "larger value is refused)", name, dt)
         return np.dtype(np.float32)
     raise DataError(f"{name}: x has dtype {dt}; give floating-point (or integer) inputs")
+
+
+def _check_exact(xb: np.ndarray, rows: np.ndarray, name: str) -> None:
+    """Refuse integer values that float32 cannot hold exactly, naming the sample."""
+    if xb.dtype.kind not in "iu" or xb.dtype.itemsize <= 2:
+        return
+    big = ((xb > FLOAT32_EXACT) | (xb < -FLOAT32_EXACT)).reshape(len(xb), -1).any(axis=1)
+    if big.any():
+        i = int(np.flatnonzero(big)[0])
+        row = xb[i].reshape(-1)
+        v = int(row[np.abs(row.astype(np.float64)) > FLOAT32_EXACT][0])
+        raise DataError(f"{name}: sample {int(rows[i])} of x holds {v}, which float32 cannot "
+                        f"hold exactly ({xb.dtype} data is converted to float32); convert it "
+                        "yourself")
 
 
 def _labels(y, name: str) -> tuple[np.ndarray, int | None]:
@@ -140,13 +161,15 @@ READ_ERRORS = (OSError, EOFError, KeyError, ValueError, SyntaxError, NotImplemen
 
 def _unreadable(p: Path, kind: str, exc: Exception) -> DataError:
     if "pickle" in str(exc).lower():
-        return DataError(f"{p.name}: holds pickled objects, which onnxflat never loads; "
+        return DataError(f"{p.name}: holds pickled Python objects, which onnxflat never "
+                         "loads; "
                          "save plain numeric arrays")
     return DataError(f"{p.name}: not a readable {kind} file ({first_line(exc)})")
 
 
 def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDataset:
-    """Read ``x`` and ``y`` from a .npz file (never unpickles)."""
+    """Read ``x`` and ``y`` from a .npz file (never unpickles). A large uncompressed x
+    (``np.savez``) is streamed from the file, not loaded."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file not found: {p}")
@@ -157,7 +180,12 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDatas
             if missing:
                 raise DataError(f"{p.name}: no array named {missing[0]!r} (it has: "
                                 f"{', '.join(keys) or 'nothing'}); use --x-key/--y-key")
-            x, y = z[x_key], z[y_key]
+            y = z[y_key]
+            member = f"{x_key}.npy"
+            big = member in z.zip.namelist() and z.zip.getinfo(member).file_size > STREAM_BYTES
+            x = NpyFile.in_npz(p, member) if big else None
+            if x is None:
+                x = z[x_key]
     except DataError:
         raise
     except READ_ERRORS as exc:
@@ -166,13 +194,21 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDatas
 
 
 def load_npy_pair(x_path: str | Path, y_path: str | Path) -> ArrayDataset:
-    """x and y from two .npy files; x is memory-mapped so data larger than RAM streams."""
-    arrays = []
-    for p in (Path(x_path), Path(y_path)):
+    """x and y from two .npy files; x is streamed batch by batch (never loaded whole), so a
+    file larger than RAM works."""
+    px, py = Path(x_path), Path(y_path)
+    for p in (px, py):
         if not p.is_file():
             raise DataError(f"data file not found: {p}")
-        try:
-            arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
-        except READ_ERRORS as exc:
-            raise _unreadable(p, ".npy", exc) from None
-    return ArrayDataset(arrays[0], np.asarray(arrays[1]), Path(x_path).name)
+    try:
+        x = NpyFile(px)
+    except READ_ERRORS as exc:
+        raise _unreadable(px, ".npy", exc) from None
+    try:
+        y = np.load(py, allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise _unreadable(py, ".npy", exc) from None
+    if not isinstance(y, np.ndarray):
+        y.close()
+        raise DataError(f"{py.name}: is a .npz archive, not a .npy file of labels")
+    return ArrayDataset(x, y, px.name)
