@@ -95,7 +95,7 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-# -------------------------------------------------------------------------------- MobileNetV3
+# ------------------------------------------------------------------ MobileNetV3, EfficientNet
 class SqueezeExcitation(nn.Module):
     def __init__(self, c, squeeze, act=nn.ReLU, scale=nn.Sigmoid):
         super().__init__()
@@ -107,38 +107,34 @@ class SqueezeExcitation(nn.Module):
         return x * self.scale(self.fc2(self.act(self.fc1(s))))
 
 
-class MobileNetV3(nn.Module):
-    def __init__(self, classes=5):
+class SEInvertedNet(nn.Module):
+    """MobileNetV3 / EfficientNet layout: inverted residuals with squeeze-excitation gates,
+    a 1x1 head conv with ``act``, the GAP, then ``classifier``."""
+
+    def __init__(self, act, block_act, se_act, se_scale, stride1, expand2, classifier):
         super().__init__()
-        se = lambda c: SqueezeExcitation(c, max(c // 4, 2), scale=nn.Hardsigmoid)  # noqa: E731
+        se = lambda c: SqueezeExcitation(c, max(c // 4, 2), se_act, se_scale)  # noqa: E731
         self.features = nn.Sequential(
-            conv_bn_act(3, 8, 3, 2, act=nn.Hardswish),
-            InvertedResidual(8, 8, 2, 1, act=nn.ReLU, se=se),
-            InvertedResidual(8, 12, 2, 3, act=nn.Hardswish, se=se),
-            conv_bn_act(12, 24, 1, act=nn.Hardswish))
+            conv_bn_act(3, 8, 3, 2, act=act),
+            InvertedResidual(8, 8, stride1, 1, act=block_act, se=se),
+            InvertedResidual(8, 12, 2, expand2, act=act, se=se),
+            conv_bn_act(12, 24, 1, act=act))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(24, 32), nn.Hardswish(), nn.Dropout(0.2),
-                                        nn.Linear(32, classes))
+        self.classifier = classifier
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-# -------------------------------------------------------------------------------- EfficientNet
-class EfficientNet(nn.Module):
-    def __init__(self, classes=5):
-        super().__init__()
-        se = lambda c: SqueezeExcitation(c, max(c // 4, 2), act=nn.SiLU)  # noqa: E731
-        self.features = nn.Sequential(
-            conv_bn_act(3, 8, 3, 2, act=nn.SiLU),
-            InvertedResidual(8, 8, 1, 1, act=nn.SiLU, se=se),
-            InvertedResidual(8, 12, 2, 4, act=nn.SiLU, se=se),
-            conv_bn_act(12, 24, 1, act=nn.SiLU))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(24, classes))
+def MobileNetV3(classes=5):  # noqa: N802 - a model constructor, like torchvision's
+    """Its classifier is an MLP (Linear, Hardswish, Dropout, Linear): refused."""
+    return SEInvertedNet(nn.Hardswish, nn.ReLU, nn.ReLU, nn.Hardsigmoid, 2, 3, nn.Sequential(
+        nn.Linear(24, 32), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(32, classes)))
 
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+def EfficientNet(classes=5):  # noqa: N802
+    return SEInvertedNet(nn.SiLU, nn.SiLU, nn.SiLU, nn.Sigmoid, 1, 4,
+                         nn.Sequential(nn.Dropout(0.2), nn.Linear(24, classes)))
 
 
 # -------------------------------------------------------------------------------- DenseNet

@@ -169,14 +169,8 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     offset = {conv.output: 0}
     width = {conv.output: c_out}
     steps: list[Step] = []
-    heap = [(ix.order[id(n)], id(n), n) for n in ix.consumers.get(conv.output, [])]
-    heapq.heapify(heap)
-    done = set()
-    while heap:
-        _, key, node = heapq.heappop(heap)
-        if key in done:
-            continue
-        done.add(key)
+    frontier = _Frontier(ix, ix.consumers.get(conv.output, []))
+    for node in frontier:
         if node is pool or node.op_type in SHAPE_ONLY:
             continue
         deps = [i for i in node.input if i in layout]
@@ -219,8 +213,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
             for o in node.output[:1]:
                 layout[o], offset[o], width[o] = out_layout, offset[deps[0]], w
         steps.append(step)
-        for n in ix.consumers.get(node.output[0], []):
-            heapq.heappush(heap, (ix.order[id(n)], id(n), n))
+        frontier.push(ix.consumers.get(node.output[0], []))
         for extra in node.output[1:]:
             if extra and ix.consumers.get(extra):
                 return Match.fail(node, f"second output '{extra}' of {node.op_type} is used")
@@ -323,20 +316,32 @@ def _nonlinear_downstream(ix: GraphIndex, nodes: list[onnx.NodeProto], cur: str,
                           f: Affine) -> Match | None:
     """The failure at the first node from ``nodes`` on (graph order) that makes the head
     after the pooling non-linear (an activation, LayerNormalization), or None."""
-    heap = [(ix.order[id(n)], id(n), n) for n in nodes]
-    heapq.heapify(heap)
-    seen = set()
-    while heap:
-        _, key, node = heapq.heappop(heap)
-        if key in seen:
-            continue
-        seen.add(key)
+    frontier = _Frontier(ix, nodes)
+    for node in frontier:
         if node.op_type in NONLINEAR_AFTER_POOL or node.op_type == "LayerNormalization":
             return linear_step(ix, node, cur, f)
         for out in node.output:
-            for n in ix.consumers.get(out, []):
-                heapq.heappush(heap, (ix.order[id(n)], id(n), n))
+            frontier.push(ix.consumers.get(out, []))
     return None
+
+
+class _Frontier:
+    """Nodes still to visit, each once, in graph (topological) order; ``push`` adds more."""
+
+    def __init__(self, ix: GraphIndex, nodes):
+        self.ix, self.heap, self.seen = ix, [], set()
+        self.push(nodes)
+
+    def push(self, nodes) -> None:
+        for n in nodes:
+            heapq.heappush(self.heap, (self.ix.order[id(n)], id(n), n))
+
+    def __iter__(self):
+        while self.heap:
+            _, key, node = heapq.heappop(self.heap)
+            if key not in self.seen:
+                self.seen.add(key)
+                yield node
 
 
 def _reaches_output(ix: GraphIndex, name: str) -> bool:
