@@ -28,13 +28,16 @@ from onnxflat.measures.stats import Moments
 
 from .reference import hessian_measures
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 ACTIVATIONS = {  # ONNX op (attributes) -> torch function
     "Relu": ({}, F.relu), "LeakyRelu": ({"alpha": 0.125}, lambda z: F.leaky_relu(z, 0.125)),  # float32-exact
     "Tanh": ({}, torch.tanh), "Sigmoid": ({}, torch.sigmoid), "Softplus": ({}, F.softplus),
     "Elu": ({"alpha": 1.0}, F.elu), "Identity": ({}, lambda z: z)}
 EPS = 1e-5
+# On a saturated softmax (loss ~1e-9) a measure is a difference of O(1) float64 terms, so
+# rounding bounds its absolute error, not its relative one: 1e-9 relative or 1e-14 absolute.
+ATOL = 1e-14
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def test_closed_forms_match_autograd(s):
     layer = res.layers[0]
     for got, want in ((layer.trace, trace), (layer.kappa, kappa), (res.classifier.trace, fc_trace),
                       (res.classifier.kappa, fc_kappa)):
-        assert abs(got - want) <= 1e-9 * max(abs(want), 1e-6), (s, got, want)
+        assert abs(got - want) <= 1e-9 * abs(want) + ATOL, (s, got, want)
     k2 = float(np.sum(p["w"] ** 2))
     assert layer.kappa_layerwise == pytest.approx(k2 * trace, rel=1e-9, abs=1e-12)
 
@@ -234,7 +237,7 @@ def test_merged_parts_and_any_order_equal_the_whole(s, data):
         atol=1e-13)
 
 
-@settings(max_examples=50, deadline=None, derandomize=True)
+@settings(max_examples=50, deadline=None, derandomize=True, database=None)
 @given(st.lists(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=7), min_size=1,
                 max_size=5))
 def test_moments_merge_equals_numpy(chunks):
