@@ -144,6 +144,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--hutchinson", action="store_true", help="PyHessian time to 1%% (model a)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=240.0,
+                    help="seconds of Hutchinson probes per seed before reporting a bound")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     with threadpool_limits(args.threads):
@@ -165,7 +167,8 @@ def main(argv=None) -> None:
         print_table(rows)
         if args.hutchinson:
             from .hutchinson import report
-            report("a", args.n or SPECS["a"].n, args.batch, args.threads, args.seeds)
+            report("a", args.n or SPECS["a"].n, args.batch, args.threads, args.seeds,
+                   budget_s=args.budget)
 
 
 if __name__ == "__main__":
