@@ -6,6 +6,9 @@ cluster of 1 and 2 worker processes, plus the cost of merging partial results.
 
 All figures come from one run on the current machine. Each engine run is timed in two
 parts: starting the local cluster (a one-off per session) and the measurement itself.
+Dask worker processes run with single-threaded BLAS (OMP/OPENBLAS/MKL_NUM_THREADS=1), so the
+single-process run is timed both ways: BLAS threads spinning beside onnxruntime's own cost
+a factor of 2-3 on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from onnxflat.data.spec import DataSpec
 from onnxflat.engine import connect, measure_many
@@ -43,9 +47,12 @@ def main(argv=None) -> None:
         np.savez(Path(tmp) / "data.npz", x=x, y=y)
         data = DataSpec(str(Path(tmp) / "data.npz"))
         compute(model, data, Shard(1, 64))  # warm caches (session, page cache) off the clock
-        single, t_single = timed(lambda: compute(model, data))
+        _, t_default = timed(lambda: compute(model, data))
+        with threadpool_limits(1):
+            single, t_single = timed(lambda: compute(model, data))
         print(f"resnet18_cifar, N={args.n}, {cores} cores")
-        print(f"single process (onnxruntime {cores} threads):   {t_single:7.2f} s")
+        print(f"single process (onnxruntime {cores} threads):   {t_single:7.2f} s with 1 BLAS "
+              f"thread ({t_default:.2f} s with default BLAS threads)")
         ref = single.result()
         for k in args.workers:
             cm = connect(workers=k)

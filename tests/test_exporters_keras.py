@@ -44,6 +44,7 @@ HEADS = {
     "concat_branches_nhwc": ("ReduceMean", NHWC, False, None),
     "swish_inputs_as_nchw": ("GlobalAveragePool", NCHW, False, ["sigmoid", "mul"]),
     "relu6_fixed_batch": ("ReduceMean", NHWC, True, ["clip"]),
+    "separable_relu": ("GlobalAveragePool", NCHW, False, ["relu"]),  # the pointwise conv
 }
 
 # case -> (node named by the refusal, substring of the reason); None: no node applies

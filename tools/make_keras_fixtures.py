@@ -104,6 +104,12 @@ def leaky_stride2_valid(x, ref):
     return head(L.LeakyReLU(negative_slope=0.1)(h), ref)
 
 
+def separable_relu(x, ref):
+    # SeparableConv2D = depthwise 3x3 -> pointwise 1x1: the head conv is the pointwise one
+    h = L.SeparableConv2D(6, 3, padding="same", name="head_conv")(stem(x))
+    return head(L.ReLU()(h), ref)
+
+
 def residual_add(x, ref):
     s = stem(x, width=6)
     h = L.Conv2D(6, 3, padding="same", name="head_conv")(s)
@@ -184,6 +190,7 @@ CASES = [
     Case("concat_branches_nhwc", concat_branches, 15, convs=("head_conv_a", "head_conv_b"),
          options=(NO_TRANSPOSE_OPT,)),
     Case("swish_inputs_as_nchw", swish_stride2_same, 17, options=(INPUTS_AS_NCHW,)),
+    Case("separable_relu", separable_relu, 15),
     Case("relu6_fixed_batch", relu6_dense_softmax, 13, options=(FIXED_BATCH, NO_TRANSPOSE_OPT)),
     Case("refuse_maxpool_before_gap", maxpool_before_gap, 13, measured=False),
     Case("refuse_mlp_after_gap", mlp_after_gap, 17, measured=False),
@@ -207,7 +214,7 @@ def randomize(model: keras.Model, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for v in model.weights:
         kind, shape = v.path.split("/")[-1], tuple(v.shape)
-        if kind == "kernel":
+        if kind in ("kernel", "depthwise_kernel", "pointwise_kernel"):
             fan_in = int(np.prod(shape[:-1]))
             val = rng.normal(0, 1.6 / np.sqrt(fan_in), shape)
         elif kind == "bias":
@@ -294,9 +301,11 @@ def references(case: Case, model32: keras.Model, proto: onnx.ModelProto, x, y) -
     for name in case.convs:
         layer = model64.get_layer(name)
         depthwise = isinstance(layer, L.DepthwiseConv2D)
-        kernel = onnx_layout(model32.get_layer(name).get_weights()[0], depthwise)
+        kind = "pointwise_kernel" if isinstance(layer, L.SeparableConv2D) else "kernel"
+        var = getattr(layer, kind)
+        kernel = onnx_layout(getattr(model32.get_layer(name), kind).numpy(), depthwise)
         node, s = stored_conv(proto, kernel)
-        tr, kappa, k2 = hessian_measures(model64, x64, y64, layer.kernel, s, depthwise)
+        tr, kappa, k2 = hessian_measures(model64, x64, y64, var, s, depthwise)
         out["layers"].append({"keras_layer": name, "onnx_conv": node, "trace": tr,
                               "kappa": kappa, "kappa_layerwise": k2 * tr,
                               "bn_folded_into_kernel": bool(not np.allclose(s, 1.0))})
