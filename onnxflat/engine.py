@@ -99,6 +99,7 @@ def measure_many(client, models: Sequence[str], data: DataSpec, shards: int | No
             raise value
         done[where] = value
         bar.update()
+        log.info("%s done (%d of %d)", _name(models, where, count), len(done), len(futures))
     bar.close()
     missing = [w for w in where_of.values() if w not in done]
     if missing:

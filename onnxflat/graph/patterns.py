@@ -127,12 +127,20 @@ def _check_operands(ctx: Ctx, node: onnx.NodeProto, ops: list[Operand]) -> Match
             return Match.fail(node, f"constant '{op.name}' varies along the batch axis")
         if op.kind == "dep" and out_shape is not None:
             in_shape = ctx.ix.static_dims(op.name)
-            if in_shape is not None and len(in_shape) == len(out_shape) and any(
-                    isinstance(a, int) and isinstance(b, int) and a != b
-                    for a, b in zip(in_shape[1:], out_shape[1:])):
+            if in_shape is not None and (len(in_shape) < len(out_shape) or any(
+                    _broadcast(a, b) for a, b in zip(in_shape[1:], out_shape[1:]))):
                 return Match.fail(node, f"the conv-dependent tensor '{op.name}' {in_shape} is "
                                         f"broadcast to {out_shape}: not channel-wise")
     return None
+
+
+def _broadcast(a, b) -> bool:
+    """Whether static dim ``a`` of an input is stretched to dim ``b`` of the output: sizes
+    that differ, or a 1 against a free dimension (a squeeze-excitation gate's 1x1 map against
+    a dynamic H or W)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a != b
+    return a == 1 and isinstance(b, str)
 
 
 def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
