@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import onnx
 import pytest
@@ -81,3 +82,19 @@ def test_dynamo_export(name, expect):
         return
     (layer,) = analyze_model(proto).layers
     assert tuple(s.fn for s in layer.steps) == expect
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.name)
+def test_free_height_and_width(arch):
+    """The same reading when the export leaves H and W free (shapes only partly known)."""
+    from onnxflat.errors import HeadNotFoundError
+    from onnxflat.graph import analyze_model
+    proto = export(build(arch), torch.randn(2, 3, HW, HW), keep_bn=True, opset=17,
+                   dynamic_hw=True)
+    if arch.refusal:
+        with pytest.raises(HeadNotFoundError, match=re.escape(arch.refusal[1])):
+            analyze_model(proto)
+        return
+    head = analyze_model(proto)
+    assert {layer.conv.node: tuple(s.fn for s in layer.steps) for layer in head.layers} == \
+        arch.layers

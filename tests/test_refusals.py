@@ -130,15 +130,7 @@ def test_external_data_escaping_by_absolute_path_or_symlink_refused(how, tmp_pat
 
 def test_se_gate_with_dynamic_spatial_dims_refused():
     """With free H, W the gate's 1x1 map still counts as broadcast: the gate conv is no layer."""
-    import io
-    import warnings
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Body("se").eval(), (torch.randn(2, 3, HW, HW),), buf, dynamo=False,
-                          input_names=["x"], opset_version=17,
-                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = export(Body("se").eval(), torch.randn(2, 3, HW, HW), opset=17, dynamic_hw=True)
     with pytest.raises(HeadNotFoundError) as exc:
         analyze_model(proto)
     assert exc.value.node == _node(proto, "GlobalAveragePool", 0)

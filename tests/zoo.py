@@ -156,8 +156,9 @@ def fold_bn_into_conv(model: nn.Module) -> nn.Module:
 
 
 def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, keep_bn=False,
-           fixed_batch=False, opset=None) -> onnx.ModelProto:
-    """Export with the real torch exporter (``opset``: its default when None)."""
+           fixed_batch=False, opset=None, dynamic_hw=False) -> onnx.ModelProto:
+    """Export with the real torch exporter (``opset``: its default when None;
+    ``dynamic_hw``: free height and width in the TorchScript export)."""
     model = model.eval()
     wrapped = WithSoftmax(model) if softmax else model
     buf = io.BytesIO()
@@ -171,6 +172,7 @@ def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, ke
             return prog.model_proto
         torch.onnx.export(wrapped, (x[:1] if fixed_batch else x,), buf, dynamo=False,
                           input_names=["x"], output_names=["out"],
-                          dynamic_axes=None if fixed_batch else {"x": {0: "n"}},
+                          dynamic_axes=None if fixed_batch else
+                          {"x": {0: "n", 2: "h", 3: "w"} if dynamic_hw else {0: "n"}},
                           do_constant_folding=not keep_bn, opset_version=opset)
     return onnx.load_from_string(buf.getvalue())

@@ -162,8 +162,7 @@ READ_ERRORS = (OSError, EOFError, KeyError, ValueError, SyntaxError, NotImplemen
 def _unreadable(p: Path, kind: str, exc: Exception) -> DataError:
     if "pickle" in str(exc).lower():
         return DataError(f"{p.name}: holds pickled Python objects, which onnxflat never "
-                         "loads; "
-                         "save plain numeric arrays")
+                         "loads; save plain numeric arrays")
     return DataError(f"{p.name}: not a readable {kind} file ({first_line(exc)})")
 
 

@@ -80,6 +80,35 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     return d1, d2
 
 
+def _spread(xp, p, top, gram):
+    """``sum_s p_s G_ss - p^T G p`` per sample (the p-variance of the rows w_s of W, with
+    ``G = W W^T``), centred at the top class t so that it is formed from the tail:
+    ``sum_s p_s D_ts - u^T G u`` with ``D_ts = ||w_s - w_t||^2`` and
+    ``u = p - e_t`` (``p`` ``(N, C)``, ``top`` its one-hot argmax)."""
+    diag = xp.linalg.diagonal(gram)
+    dist = diag[None, :] + diag[:, None] - 2.0 * gram  # (C, C), D_ts
+    t = xp.argmax(xp.astype(top, xp.float64), axis=1)
+    first = xp.sum(p * xp.take(dist, t, axis=0), axis=1)
+    rest = xp.where(top, 0.0, p)  # u = rest - (sum rest) e_t
+    srest = xp.sum(rest, axis=1)
+    g_t = xp.take(gram, t, axis=0)  # (N, C): G_t.
+    ugu = (xp.sum(xp.matmul(rest, gram) * rest, axis=1) - 2.0 * srest * xp.sum(rest * g_t, axis=1)
+           + srest ** 2 * xp.take(diag, t))
+    return first - ugu
+
+
+def _spread_diag(xp, p, top, ws):
+    """Per column j of ``ws`` ``(C, C_out)``: ``sum_s p_s ws_sj^2 - (p^T ws_j)^2``, centred at
+    the top class t like :func:`_spread` (``(N, C_out)``)."""
+    t = xp.argmax(xp.astype(top, xp.float64), axis=1)
+    w_t = xp.take(ws, t, axis=0)  # (N, C_out)
+    rest = xp.where(top, 0.0, p)
+    first = (xp.matmul(rest, ws * ws) - 2.0 * w_t * xp.matmul(rest, ws)
+             + xp.sum(rest, axis=1, keepdims=True) * w_t * w_t)  # sum_s p_s (ws_s - w_t)^2
+    u = xp.matmul(rest, ws) - xp.sum(rest, axis=1, keepdims=True) * w_t
+    return first - u * u
+
+
 def gram_weighted_rows(xp, m, zt):
     """``sum_j' M_jj' (Zt Zt^T)_jj'`` per row j: m ``(n, C_out, C_out)`` symmetric, zt
     ``(n, C_out, C)``; returns ``(n, C_out)``.
@@ -150,23 +179,27 @@ class FlatnessAccumulator:
         w = self._const(xp, "W", lambda: head.classifier.weight, dev)
         f = xp.matmul(g, w.T) + self._const(xp, "c", lambda: head.classifier.bias, dev)
         self._check_logits(xp, f, tensors.get(head.classifier.logits))
+        # Softmax with its tail (the classes other than the top one, t) kept exact: on a
+        # confident sample 1 - p_t, p_y - 1 and the curvatures are O(tail) differences of
+        # O(1) numbers, so they are formed from the tail, never by subtraction.
+        classes = xp.arange(f.shape[1], device=dev)[None, :]
+        top = classes == xp.argmax(f, axis=1)[:, None]
         m = xp.max(f, axis=1, keepdims=True)
-        logp = f - m - xp.log(xp.sum(xp.exp(f - m), axis=1, keepdims=True))
+        tail = xp.sum(xp.where(top, 0.0, xp.exp(f - m)), axis=1, keepdims=True)
+        logp = f - m - xp.log1p(tail)
         p = xp.exp(logp)
-        onehot = xp.astype(xp.arange(f.shape[1], device=dev)[None, :] == y[:, None], xp.float64)
-        terms = {"loss": -xp.sum(logp * onehot, axis=1),
+        q_rest = -xp.expm1(logp)  # 1 - p_s
+        onehot = classes == y[:, None]
+        terms = {"loss": -xp.sum(xp.where(onehot, logp, 0.0), axis=1),
                  "correct": xp.astype(xp.argmax(f, axis=1) == y, xp.float64)}
-        delta = p - onehot
+        delta = xp.where(onehot, -q_rest, p)  # p - e_y
         gn2 = xp.sum(g * g, axis=1)
-        wwt = self._const(xp, "WWt", lambda: head.classifier.weight @ head.classifier.weight.T,
-                          dev)
-        pw = xp.matmul(p, wwt)
-        terms["fc.trace"] = gn2 * (1.0 - xp.sum(p * p, axis=1))
-        terms["fc.kappa"] = gn2 * (xp.sum(p * xp.linalg.diagonal(wwt)[None, :], axis=1)
-                                   - xp.sum(pw * p, axis=1))
+        terms["fc.trace"] = gn2 * xp.sum(p * q_rest, axis=1)  # 1 - ||p||^2
+        terms["fc.kappa"] = gn2 * _spread(xp, p, top, self._const(
+            xp, "WWt", lambda: head.classifier.weight @ head.classifier.weight.T, dev))
         vectors = {}
         for i, layer in enumerate(head.layers):
-            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, w, p, delta)
+            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, w, p, top, delta)
             terms[f"{i}.trace"], vectors[f"{i}.trace"] = t, tf
             if self.options.kappa:
                 terms[f"{i}.kappa"], vectors[f"{i}.kappa"] = k, kf
@@ -193,7 +226,7 @@ class FlatnessAccumulator:
             raise NumericalError(f"the folded classifier disagrees with the model's logits "
                                  f"(max error {err:.3g}); the head was not recognised correctly")
 
-    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, delta):
+    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, top, delta):
         conv = layer.conv
         a0 = xp.asarray(tensors[conv.input])
         ft = xp.float64 if self.options.float64 or a0.dtype == xp.float64 else xp.float32
@@ -206,7 +239,7 @@ class FlatnessAccumulator:
         ws = w[:, off:off + c_out]  # (C, C_out)
         gamma = xp.matmul(delta, ws)
         q = xp.matmul(p, ws)
-        bdiag = xp.matmul(p, ws * ws) - q * q  # (N, C_out)
+        bdiag = _spread_diag(xp, p, top, ws)  # diag of B = W^T diag(p) W - q q^T, (N, C_out)
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
