@@ -1,4 +1,5 @@
-"""Fuzz the model loader and the data reader with seeded mutations of the shipped fixtures.
+"""Fuzz the model loader, the data reader and the partial-result reader with seeded
+mutations of the shipped fixtures.
 
 Each case runs ``onnxflat measure`` in-process and must end with exit code 0 (then every
 number in the JSON is finite) or 2 (one ``error:`` line), never 3, a traceback or a hang
@@ -23,7 +24,7 @@ from click.testing import CliRunner
 from onnxflat.cli import main
 from onnxflat.data import arrays
 
-from .mutate import mutate_data, mutate_model
+from .mutate import mutate_data, mutate_model, mutate_partial
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = [ROOT / "models" / "digits_cnn.onnx", ROOT / "models" / "digits_cnn_sharp.onnx"]
@@ -31,6 +32,7 @@ DATA = ROOT / "models" / "digits_train.npz"
 CASES = int(os.environ.get("ONNXFLAT_FUZZ_CASES", "500"))
 SEED = 20261128
 CASE_SECONDS = 20
+PARTIAL_CASES = max(1, CASES // 2)
 
 
 class Hang(BaseException):
@@ -83,7 +85,8 @@ def small(tmp_path_factory):
 def run_case(args, folder: Path, label: str) -> tuple[int, str]:
     out = folder / "r.json"
     out.unlink(missing_ok=True)
-    code, err = invoke(args + ["--json", str(out), "--batch-size", "10"], label)
+    batch = ["--batch-size", "10"] if args[0] == "measure" else []
+    code, err = invoke(args + ["--json", str(out)] + batch, label)
     if code == 0:
         assert_finite(json.loads(out.read_text()), label)
     return code, err
@@ -125,6 +128,24 @@ def test_fuzz_data(tmp_path, small, monkeypatch):
         code, _ = run_case(["measure", str(MODELS[0])] + args, tmp_path, f"data case {i} ({what})")
         codes[code] += 1
     assert codes[2] > CASES // 4 and codes[0] > CASES // 20, codes
+
+
+def test_fuzz_partials(tmp_path, small):
+    """Mutated partial result files (CI artifacts) through ``onnxflat merge``."""
+    parts = [tmp_path / f"p{i}.npz" for i in (1, 2)]
+    for i, p in enumerate(parts, 1):
+        assert invoke(["measure", str(MODELS[0]), "--data", str(small[2]), "--shard", f"{i}/2",
+                       "--partial", str(p)], "shard")[0] == 0
+    codes = {0: 0, 2: 0}
+    for i in range(PARTIAL_CASES):
+        rng = np.random.default_rng([SEED, 3, i])
+        k = int(rng.integers(2))
+        bad = tmp_path / "mutant.npz"
+        what = mutate_partial(parts[k], bad, rng)
+        code, _ = run_case(["merge", str(bad), str(parts[1 - k])], tmp_path,
+                           f"partial case {i} ({what})")
+        codes[code] += 1
+    assert codes[2] > PARTIAL_CASES // 2 and codes[0] > 0, codes
 
 
 def test_fuzz_sample_as_processes(tmp_path, small):
