@@ -277,7 +277,7 @@ def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> 
 def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Match:
     """Fold the nodes from the pooling output to the logits into one affine map."""
     cur = pool.output[0]
-    f = Affine(np.eye(features), np.zeros(features))
+    f = Affine(np.eye(features), np.zeros(features), identity=True)
     folded: list[str] = []
     while True:
         consumers = [n for n in ix.consumers.get(cur, []) if n.op_type not in SHAPE_ONLY]

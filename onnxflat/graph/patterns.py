@@ -285,14 +285,17 @@ NOT_AVERAGE_POOLING = ("GlobalMaxPool", "MaxPool", "ReduceMax", "GlobalLpPool", 
 
 @dataclass(frozen=True)
 class Affine:
-    """y = weight @ g + bias; weight ``(out, F)``, bias ``(out,)``, float64."""
+    """y = weight @ g + bias; weight ``(out, F)``, bias ``(out,)``, float64.
+    ``identity``: weight is the identity (composing skips a ``F x F`` product)."""
 
     weight: np.ndarray
     bias: np.ndarray
+    identity: bool = False
 
     def then(self, m: np.ndarray, b: np.ndarray | float = 0.0) -> "Affine":
         m = np.asarray(m, np.float64)
-        return Affine(m @ self.weight, m @ self.bias + np.asarray(b, np.float64))
+        w = m.copy() if self.identity else m @ self.weight
+        return Affine(w, m @ self.bias + np.asarray(b, np.float64))
 
     def scaled(self, s: np.ndarray | float, b: np.ndarray | float = 0.0) -> "Affine":
         s = np.asarray(s, np.float64).reshape(-1)
