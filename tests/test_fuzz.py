@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,11 @@ def invoke(args: list[str], label: str) -> tuple[int, str]:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
-        r = CliRunner().invoke(main, args)
+        with warnings.catch_warnings(record=True) as shown:  # they would print on stderr
+            warnings.simplefilter("always")
+            r = CliRunner().invoke(main, args)
+        noise = [w for w in shown if issubclass(w.category, (UserWarning, RuntimeWarning))]
+        assert not noise, f"{label}: warning printed: {noise[0].message}"
     except Hang:
         pytest.fail(f"{label}: no answer within {CASE_SECONDS} s")
     finally:
@@ -146,6 +151,34 @@ def test_fuzz_partials(tmp_path, small):
                            f"partial case {i} ({what})")
         codes[code] += 1
     assert codes[2] > PARTIAL_CASES // 2 and codes[0] > 0, codes
+
+
+def test_fuzz_image_folder(tmp_path):
+    """An image folder (six formats) with one file's bytes mutated per case."""
+    from PIL import Image
+
+    from .mutate import mutate_bytes, pick
+
+    files, root = [], tmp_path / "images"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i, fmt in enumerate(["png", "jpg", "bmp", "gif", "tiff", "webp"]):
+            f = root / c / f"{i}.{fmt}"
+            pixels = np.random.default_rng([SEED, i]).integers(0, 256, (12, 10, 3), np.uint8)
+            Image.fromarray(pixels).save(f)
+            files.append(f)
+    original = {f: f.read_bytes() for f in files}
+    codes = {0: 0, 2: 0}
+    for i in range(PARTIAL_CASES):
+        rng = np.random.default_rng([SEED, 4, i])
+        f = pick(rng, files)
+        raw, what = mutate_bytes(original[f], rng)
+        f.write_bytes(raw)
+        code, _ = run_case(["measure", str(MODELS[0]), "--data", str(root)], tmp_path,
+                           f"image case {i} ({f.name}: {what})")
+        codes[code] += 1
+        f.write_bytes(original[f])
+    assert codes[2] > PARTIAL_CASES // 4 and codes[0] > 0, codes
 
 
 def test_fuzz_sample_as_processes(tmp_path, small):

@@ -146,9 +146,12 @@ class ImageFolder:
         path = self.files[i]
         try:
             with warnings.catch_warnings():
-                # over Pillow's ~89 MP warning limit: refused as a possible decompression bomb
+                # Pillow's warnings on damaged metadata it skips are noise (the pixels decode
+                # or fail); over its ~89 MP warning limit, refused as a decompression bomb.
+                warnings.simplefilter("ignore")
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im = Image.open(path)
+                im.load()
             with im:
                 # 16-bit and float grayscale keep their range (as float); all else -> L / RGB
                 wide = o.channels == 1 and im.mode.startswith(("I", "F"))
