@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +29,7 @@ import numpy as np
 
 from . import __version__
 from .api import accumulate
+from .data.arrays import READ_ERRORS
 from .data.spec import DataSpec
 from .errors import ModelError, OnnxflatError
 from .fingerprint import file_sha256, json_sha256
@@ -110,17 +110,50 @@ class Partial:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.keys()}
             meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        except READ_ERRORS:
             raise PartialError(f"{p}: not an onnxflat partial result file") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise PartialError(f"{p}: not an onnxflat partial result file")
         if meta.get("version") != VERSION:
             raise PartialError(f"{p}: partial format version {meta.get('version')}, this "
                                f"onnxflat ({__version__}) reads version {VERSION}")
+        where = _mismatch(meta, _META)
+        if where:
+            raise PartialError(f"{p}: damaged partial result file (meta field {where})")
         try:
-            return cls(meta, Moments.from_arrays(arrays))
-        except (KeyError, ValueError):
+            moments = Moments.from_arrays(arrays)
+        except (KeyError, ValueError, TypeError):
             raise PartialError(f"{p}: damaged partial result file (statistics missing)") from None
+        k = len(moments.names)
+        if (moments.mean.shape != (k,) or moments.m2.shape != (k,) or moments.n != meta["n"]
+                or any(v.ndim != 1 for v in moments.vectors.values())):
+            raise PartialError(f"{p}: damaged partial result file (statistics do not match)")
+        return cls(meta, moments)
+
+
+# The meta fields a partial must have, with their types (a dict: nested fields).
+_META = {"model": {"path": str, "sha256": str},
+         "head": {"sha256": str, "summary": {"description": str, "layers": list}},
+         "options": {"kappa": bool},
+         "data": {"name": str, "source": dict, "sha256": str, "n_total": int},
+         "shard": {"index": int, "count": int, "start": int, "stop": int},
+         "n": int, "provider": (str, type(None))}
+
+
+def _mismatch(value, schema, path: str = "") -> str | None:
+    """The first field of ``value`` that is missing or of the wrong type, else None."""
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            return path or "(top)"
+        for key, sub in schema.items():
+            if key not in value:
+                return f"{path}{key} missing"
+            found = _mismatch(value[key], sub, f"{path}{key}.")
+            if found:
+                return found
+        return None
+    ok = isinstance(value, schema) and not (schema is int and isinstance(value, bool))
+    return None if ok else f"{path.rstrip('.')} is not {getattr(schema, '__name__', 'str')}"
 
 
 def head_digest(head: Head) -> str:
@@ -219,6 +252,11 @@ def merge(partials: list[Partial], names: list[str] | None = None) -> Partial:
                 start, stop, stop - start) or p.meta["n"] != p.moments.n:
             raise PartialError(f"{name}: shard {p.shard} does not hold samples "
                                f"{start}..{stop - 1} of {n_total} (damaged or edited file)")
+        shapes = {k: v.shape for k, v in p.moments.vectors.items()}
+        if p.moments.names != moments.names or shapes != {
+                k: v.shape for k, v in partials[0].moments.vectors.items()}:
+            raise PartialError(f"{name}: its statistics do not match those of the other "
+                               "partials (damaged or edited file)")
         moments.merge(p.moments)
     meta = json.loads(json.dumps(partials[0].meta))
     meta["shard"] = {"index": 1, "count": 1, "start": 0, "stop": n_total}

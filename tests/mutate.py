@@ -6,6 +6,7 @@ failing case can be named and replayed from its seed.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -348,3 +349,61 @@ def mutate_data(x: np.ndarray, y: np.ndarray, folder: Path, rng) -> tuple[list[s
         f.write_bytes(raw)
         what.append(b)
     return args, f"{form}:" + "+".join(what)
+
+
+# ---- partial result files -----------------------------------------------------------------
+
+def _mutate_json(d, rng) -> str:
+    """Delete or retype one field somewhere in a JSON object."""
+    if isinstance(d, dict) and d:
+        k = pick(rng, sorted(d))
+        if rng.random() < 0.3:
+            del d[k]
+            return f"del {k}"
+        if isinstance(d[k], (dict, list)) and rng.random() < 0.6:
+            return f"{k}.{_mutate_json(d[k], rng)}"
+        d[k] = pick(rng, [None, "x", -1, 0, 10 ** 12, 1.5, [], {}, True])
+        return f"set {k}={d[k]!r}"
+    if isinstance(d, list) and d:
+        j = int(rng.integers(len(d)))
+        if isinstance(d[j], (dict, list)):
+            return f"[{j}].{_mutate_json(d[j], rng)}"
+        d[j] = pick(rng, [None, "x", -1, 0, 1.5])
+        return f"[{j}]={d[j]!r}"
+    return "noop"
+
+
+def _mutate_stat(arrays, rng) -> str:
+    name = pick(rng, sorted(k for k in arrays if k != "meta"))
+    a = arrays[name]
+    op = pick(rng, ["dtype", "shape", "nan", "drop", "scalar"])
+    if op == "dtype" and a.dtype.kind != "U":
+        arrays[name] = a.astype(pick(rng, [np.int8, np.float32, "U3", np.bool_]))
+    elif op == "shape":
+        arrays[name] = np.resize(a, (int(rng.integers(0, 5)),))
+    elif op == "nan" and a.dtype.kind == "f" and a.size:
+        arrays[name] = a.copy()
+        arrays[name].reshape(-1)[0] = np.nan
+    elif op == "drop":
+        del arrays[name]
+    else:
+        arrays[name] = np.asarray(7)
+    return f"{op} {name}"
+
+
+def mutate_partial(src: Path, dst: Path, rng) -> str:
+    """Write a mutated copy of the partial result file ``src`` to ``dst``."""
+    if rng.random() < 0.4:
+        raw, what = mutate_bytes(src.read_bytes(), rng)
+        dst.write_bytes(raw)
+        return what
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.keys()}
+    if rng.random() < 0.6:
+        meta = json.loads(str(arrays["meta"]))
+        what = _mutate_json(meta, rng)
+        arrays["meta"] = np.asarray(json.dumps(meta))
+    else:
+        what = _mutate_stat(arrays, rng)
+    np.savez(dst, **arrays)
+    return what

@@ -392,3 +392,24 @@ def test_subprocess_one_line_no_traceback(tmp_path, xy, case):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("error: ") and r.stdout == ""
+
+
+def test_image_decompression_bomb_refused(tmp_path):
+    """A small PNG that declares 400 megapixels is refused before it is decoded."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    w = h = 20000
+    rows = zlib.compress(b"".join(b"\0" * (w + 1) for _ in range(h)), 9)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / c / "0.png")
+    (tmp_path / "a" / "bomb.png").write_bytes(png)
+    assert_refused(["measure", MODEL, "--data", tmp_path], "bomb.png", "too large")

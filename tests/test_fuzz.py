@@ -1,4 +1,5 @@
-"""Fuzz the model loader and the data reader with seeded mutations of the shipped fixtures.
+"""Fuzz the model loader, the data reader and the partial-result reader with seeded
+mutations of the shipped fixtures.
 
 Each case runs ``onnxflat measure`` in-process and must end with exit code 0 (then every
 number in the JSON is finite) or 2 (one ``error:`` line), never 3, a traceback or a hang
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from click.testing import CliRunner
 from onnxflat.cli import main
 from onnxflat.data import arrays
 
-from .mutate import mutate_data, mutate_model
+from .mutate import mutate_data, mutate_model, mutate_partial
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = [ROOT / "models" / "digits_cnn.onnx", ROOT / "models" / "digits_cnn_sharp.onnx"]
@@ -31,6 +33,7 @@ DATA = ROOT / "models" / "digits_train.npz"
 CASES = int(os.environ.get("ONNXFLAT_FUZZ_CASES", "500"))
 SEED = 20261128
 CASE_SECONDS = 20
+PARTIAL_CASES = max(1, CASES // 2)
 
 
 class Hang(BaseException):
@@ -45,7 +48,11 @@ def invoke(args: list[str], label: str) -> tuple[int, str]:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
-        r = CliRunner().invoke(main, args)
+        with warnings.catch_warnings(record=True) as shown:  # they would print on stderr
+            warnings.simplefilter("always")
+            r = CliRunner().invoke(main, args)
+        noise = [w for w in shown if issubclass(w.category, (UserWarning, RuntimeWarning))]
+        assert not noise, f"{label}: warning printed: {noise[0].message}"
     except Hang:
         pytest.fail(f"{label}: no answer within {CASE_SECONDS} s")
     finally:
@@ -83,7 +90,8 @@ def small(tmp_path_factory):
 def run_case(args, folder: Path, label: str) -> tuple[int, str]:
     out = folder / "r.json"
     out.unlink(missing_ok=True)
-    code, err = invoke(args + ["--json", str(out), "--batch-size", "10"], label)
+    batch = ["--batch-size", "10"] if args[0] == "measure" else []
+    code, err = invoke(args + ["--json", str(out)] + batch, label)
     if code == 0:
         assert_finite(json.loads(out.read_text()), label)
     return code, err
@@ -125,6 +133,52 @@ def test_fuzz_data(tmp_path, small, monkeypatch):
         code, _ = run_case(["measure", str(MODELS[0])] + args, tmp_path, f"data case {i} ({what})")
         codes[code] += 1
     assert codes[2] > CASES // 4 and codes[0] > CASES // 20, codes
+
+
+def test_fuzz_partials(tmp_path, small):
+    """Mutated partial result files (CI artifacts) through ``onnxflat merge``."""
+    parts = [tmp_path / f"p{i}.npz" for i in (1, 2)]
+    for i, p in enumerate(parts, 1):
+        assert invoke(["measure", str(MODELS[0]), "--data", str(small[2]), "--shard", f"{i}/2",
+                       "--partial", str(p)], "shard")[0] == 0
+    codes = {0: 0, 2: 0}
+    for i in range(PARTIAL_CASES):
+        rng = np.random.default_rng([SEED, 3, i])
+        k = int(rng.integers(2))
+        bad = tmp_path / "mutant.npz"
+        what = mutate_partial(parts[k], bad, rng)
+        code, _ = run_case(["merge", str(bad), str(parts[1 - k])], tmp_path,
+                           f"partial case {i} ({what})")
+        codes[code] += 1
+    assert codes[2] > PARTIAL_CASES // 2 and codes[0] > 0, codes
+
+
+def test_fuzz_image_folder(tmp_path):
+    """An image folder (six formats) with one file's bytes mutated per case."""
+    from PIL import Image
+
+    from .mutate import mutate_bytes, pick
+
+    files, root = [], tmp_path / "images"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i, fmt in enumerate(["png", "jpg", "bmp", "gif", "tiff", "webp"]):
+            f = root / c / f"{i}.{fmt}"
+            pixels = np.random.default_rng([SEED, i]).integers(0, 256, (12, 10, 3), np.uint8)
+            Image.fromarray(pixels).save(f)
+            files.append(f)
+    original = {f: f.read_bytes() for f in files}
+    codes = {0: 0, 2: 0}
+    for i in range(PARTIAL_CASES):
+        rng = np.random.default_rng([SEED, 4, i])
+        f = pick(rng, files)
+        raw, what = mutate_bytes(original[f], rng)
+        f.write_bytes(raw)
+        code, _ = run_case(["measure", str(MODELS[0]), "--data", str(root)], tmp_path,
+                           f"image case {i} ({f.name}: {what})")
+        codes[code] += 1
+        f.write_bytes(original[f])
+    assert codes[2] > PARTIAL_CASES // 4 and codes[0] > 0, codes
 
 
 def test_fuzz_sample_as_processes(tmp_path, small):

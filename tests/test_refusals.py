@@ -25,7 +25,8 @@ class Body(nn.Module):
         self.conv = nn.Conv2d(4, 6, 3, padding=1)
         self.se1, self.se2 = nn.Conv2d(6, 2, 1), nn.Conv2d(2, 6, 1)
         self.fc1 = nn.Linear(6, 6)
-        features = {"avg2": 6 * (HW // 2) ** 2, "input_gap": 3, "mean_c": HW * HW}.get(pool, 6)
+        features = {"avg2": 6 * (HW // 2) ** 2, "input_gap": 3, "mean_c": HW * HW,
+                    "avg_max": 12}.get(pool, 6)
         self.fc = nn.Linear(features, 5)
         self.norm = nn.LayerNorm(6)
         self.mid, self.pool, self.tail = mid, pool, tail
@@ -45,7 +46,9 @@ class Body(nn.Module):
         g = {"gap": lambda: F.adaptive_avg_pool2d(a, 1), "avg2": lambda: F.avg_pool2d(a, 2),
              "max": lambda: F.adaptive_max_pool2d(a, 1),
              "input_gap": lambda: F.adaptive_avg_pool2d(x, 1),
-             "mean_c": lambda: a.mean(1, keepdim=True)}[self.pool]().flatten(1)
+             "mean_c": lambda: a.mean(1, keepdim=True),
+             "avg_max": lambda: torch.cat([F.adaptive_avg_pool2d(a, 1),
+                                           F.adaptive_max_pool2d(a, 1)], 1)}[self.pool]().flatten(1)
         if self.tail == "mlp":
             return self.fc(F.relu(self.fc1(g)))
         if self.tail == "layernorm":
@@ -78,6 +81,8 @@ CASES = [  # (id, model, (op, index) of the node named, reason fragment)
     ("int_cast_on_path", lambda: Body("int_cast"), ("Cast", 0), "non-float type"),
     ("mean_over_channels", lambda: Body(pool="mean_c"), ("ReduceMean", 0),
      "not the conv's spatial axes"),
+    ("avg_and_max_pool_concat", lambda: Body(pool="avg_max"), ("Concat", 0),
+     "Concat after the pooling"),
     ("channel_sum_on_path", lambda: Body("channel_sum"), ("ReduceSum", 0), "reduces axes"),
 ]
 

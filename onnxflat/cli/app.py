@@ -69,6 +69,8 @@ def main(ctx, debug, verbose):
     logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)])
     if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
         logger.addHandler(_EchoHandler())
+    if not logging.getLogger().handlers:  # other libraries' log lines (Pillow...): not on stderr
+        logging.getLogger().addHandler(logging.NullHandler())
 
 
 class _EchoHandler(logging.Handler):

@@ -14,6 +14,7 @@ Channels and size left open are taken from the model's input (:meth:`ImageOption
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -144,7 +145,14 @@ class ImageFolder:
         o = self.options
         path = self.files[i]
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():
+                # Pillow's warnings on damaged metadata it skips are noise (the pixels decode
+                # or fail); over its ~89 MP warning limit, refused as a decompression bomb.
+                warnings.simplefilter("ignore")
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(path)
+                im.load()
+            with im:
                 # 16-bit and float grayscale keep their range (as float); all else -> L / RGB
                 wide = o.channels == 1 and im.mode.startswith(("I", "F"))
                 im = im.convert("F" if wide else "L" if o.channels == 1 else "RGB")
@@ -152,6 +160,8 @@ class ImageFolder:
                 if im.size != (w, h):
                     im = im.resize((w, h), Image.BILINEAR)
                 a = np.asarray(im, np.float64)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"image {path} is too large to decode safely ({exc})") from None
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read image {path}: {exc}") from None
         a = a.reshape(a.shape[0], a.shape[1], -1) * o.scale.numerator / o.scale.denominator
