@@ -47,7 +47,8 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
     else:
         batches = _checked(batches, head)
     extractor = Extractor(proto, head, device=device, threads=threads)
-    acc = accumulate(extractor, batches, Options(kappa=kappa, route=route), progress)
+    acc = accumulate(extractor, batches, Options(kappa=kappa, route=route, threads=threads),
+                     progress)
     res = acc.result(model=os.fspath(model), provider=extractor.provider)
     warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes)
     return res

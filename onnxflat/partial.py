@@ -189,7 +189,7 @@ def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1)
                             f"samples, so use at most {len(ds)} shards")
     part = ds.subset(np.arange(start, stop))
     batches = ((xb, yb) for _, xb, yb in part.batches(batch_size))
-    acc = accumulate(extractor, batches, Options(kappa=kappa), progress)
+    acc = accumulate(extractor, batches, Options(kappa=kappa, threads=threads), progress)
     summary = HeadSummary.of(head)
     meta = {
         "format": FORMAT, "version": VERSION, "onnxflat": __version__,

@@ -68,3 +68,45 @@ def test_streamed_reading_equals_loaded(tmp_path, monkeypatch, reference):
     ds = load_npz(tmp_path / "d.npz")
     assert not isinstance(ds.x, np.ndarray)
     assert np.array_equal(numbers(measure(MODEL, ds, batch_size=64)), reference)
+
+
+@pytest.mark.parametrize("threads", [3, 8])
+def test_math_split_across_threads(data, reference, threads):
+    """The per-sample math split over 3 or 8 worker threads (whatever the machine's cores;
+    a batch of 64 is cut unevenly by 3): same numbers, and BLAS's own thread count is back
+    to what it was afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    got = numbers(measure(MODEL, data, batch_size=64, threads=threads))
+    np.testing.assert_allclose(got, reference, rtol=RTOL, atol=0)
+    assert blas() == before
+
+
+def test_split_keeps_tensors_without_batch_axis_whole():
+    """A fetched operand without the batch axis (a ``(1, C, 1, 1)`` scale computed in the
+    graph) goes whole to every thread; batch-axis tensors are cut: 1 thread == 4 threads."""
+    from onnxflat.graph.head import Head, Layer, Operand, Step
+    from onnxflat.measures import FlatnessAccumulator, Options
+
+    from .test_perf_precision import tensors_for, wide_head
+
+    base = wide_head(8, 16, 40, 3, "relu")
+    conv = base.layers[0].conv
+    steps = (Step("scale", "mul", (Operand("dep", "z"), Operand("fetch", "s")), "zs"),
+             Step("act", "relu", (Operand("dep", "zs"),), "h"))
+    head = Head("m", "x", base.input_shape, "float32", (Layer(conv, steps),), base.pooling,
+                base.classifier)
+    tensors = tensors_for(head, 9, 4)
+    tensors["s"] = np.linspace(0.5, 2.0, 16, dtype=np.float32).reshape(1, 16, 1, 1)
+    y = np.arange(9) % 40
+    got = []
+    for threads in (1, 4):
+        acc = FlatnessAccumulator(head, Options(threads=threads))
+        acc.update(tensors, y)
+        res = acc.result("m")
+        got.append([res.layers[0].trace, res.layers[0].kappa, *res.layers[0].per_filter["kappa"]])
+    np.testing.assert_allclose(got[1], got[0], rtol=1e-12)

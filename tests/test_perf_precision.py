@@ -13,7 +13,7 @@ import pytest
 
 from onnxflat.graph.head import Classifier, Conv, Head, Layer, Operand, Pooling, Step
 from onnxflat.measures import FlatnessAccumulator, Options
-from onnxflat.measures.flatness import gram_weighted_rows
+from onnxflat.measures.dense import kappa_rows
 
 TOL = 1e-5
 
@@ -72,14 +72,22 @@ def test_float32_products_match_float64(c_in, c_out, classes, k, act, confident)
 
 
 @pytest.mark.parametrize("classes", [5, 40])
-def test_gram_weighted_rows_matches_full_product(classes):
-    """Both routes (M Zt for few classes, syrk's upper triangle for many) equal
-    sum_j' M_jj' (Zt Zt^T)_jj'."""
+@pytest.mark.parametrize("budget", [1, 7 * 3, 7 * 7, 7 * 7 * 3, 10 ** 6])
+def test_kappa_rows_matches_full_product(classes, budget):
+    """Every strip size (one row, uneven strips, whole matrices, several samples at once),
+    both routes (``M Zt`` for few classes, the Gram's upper triangle for many): equal to
+    ``sum_j' G_jj' R_jj' (Zt Zt^T)_jj'`` formed whole."""
     rng = np.random.default_rng(3)
-    zt = rng.standard_normal((3, 7, classes))
-    m = rng.standard_normal((3, 7, 7))
-    m = m + m.transpose(0, 2, 1)
-    want = np.sum(m * (zt @ zt.transpose(0, 2, 1)), axis=2)
-    np.testing.assert_allclose(gram_weighted_rows(np, m, zt), want, rtol=1e-12)
-    np.testing.assert_allclose(gram_weighted_rows(np, m.astype(np.float32),
-                                                  zt.astype(np.float32)), want, rtol=1e-4)
+    n, c_out, k = 3, 7, 4
+    zt = rng.standard_normal((n, c_out, classes))
+    gm = rng.standard_normal((c_out, c_out))
+    gm = gm + gm.T
+    left = rng.standard_normal((n, c_out, k))
+    s = rng.standard_normal((n, k, k))
+    right = left @ (s + s.transpose(0, 2, 1))  # R = left right^T symmetric, left != right
+    r = left @ right.transpose(0, 2, 1)
+    want = np.sum(gm * r * (zt @ zt.transpose(0, 2, 1)), axis=2)
+    np.testing.assert_allclose(kappa_rows(np, gm, left, right, zt, budget), want, rtol=1e-12)
+    f32 = [v.astype(np.float32) for v in (gm, left, right, zt)]
+    np.testing.assert_allclose(kappa_rows(np, *f32, budget), want, rtol=1e-4,
+                               atol=1e-5 * np.abs(want).max())

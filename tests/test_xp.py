@@ -13,7 +13,7 @@ import torch
 
 from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator, Options
-from onnxflat.measures.flatness import gram_weighted_rows
+from onnxflat.measures.dense import kappa_rows
 from onnxflat.runtime import Extractor
 
 from .zoo import CASES
@@ -52,17 +52,20 @@ def test_torch_namespace_matches_numpy(case, route, exported):
 
 
 @pytest.mark.parametrize("classes", [5, 40])
-def test_gram_weighted_rows_torch(classes):
-    """The generic batched-matmul route (CuPy's) equals NumPy's syrk / M Zt routes."""
+@pytest.mark.parametrize("budget", [6, 10 ** 6])
+def test_kappa_rows_torch(classes, budget):
+    """The strips (NumPy's choice) and the one batched product (the GPU's) through torch
+    equal NumPy's strips."""
     from array_api_compat import array_namespace
 
     rng = np.random.default_rng(1)
     zt = rng.standard_normal((2, 6, classes))
-    m = rng.standard_normal((2, 6, 6))
-    m = m + m.transpose(0, 2, 1)
-    tz, tm = torch.from_numpy(zt), torch.from_numpy(m)
-    got = gram_weighted_rows(array_namespace(tz), tm, tz).numpy()
-    np.testing.assert_allclose(got, gram_weighted_rows(np, m, zt), rtol=1e-12)
+    gm = rng.standard_normal((6, 6))
+    gm = gm + gm.T
+    left = rng.standard_normal((2, 6, 3))
+    t = [torch.from_numpy(v) for v in (gm, left, left, zt)]
+    got = kappa_rows(array_namespace(t[0]), *t, budget).numpy()
+    np.testing.assert_allclose(got, kappa_rows(np, gm, left, left, zt, 6), rtol=1e-12)
 
 
 def test_iobinding_run_matches_plain_run(exported):

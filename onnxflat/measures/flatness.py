@@ -14,17 +14,22 @@ Everything is array-API code (NumPy, CuPy, torch); nothing here knows ONNX or on
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from array_api_compat import array_namespace, to_device
 from array_api_compat import device as _device
-from scipy.linalg import blas
+from threadpoolctl import ThreadpoolController
 
 from ..errors import NumericalError
 from ..graph.head import NCHW, Head, Layer
 from . import jets
-from .patches import Geometry, choose_route, filter_gram, geometry
+from .dense import STRIP_ELEMENTS, kappa_rows
+from .patches import Geometry, choose_route, filter_factors, geometry
 from .result import ClassifierResult, LayerResult, Result
 from .stats import Moments
 
@@ -32,8 +37,8 @@ from .stats import Moments
 # mmap ceiling, so freed chunks are reused from the heap instead of being page-faulted in
 # afresh for every chunk (which costed more than the products themselves).
 CHUNK_ELEMENTS = 1 << 22
-# Below this many classes the kappa's dense part is cheaper as (M Zt) than as Zt Zt^T.
-SMALL_CLASSES = 32
+# Fewest samples per thread worth a thread of its own.
+MIN_PART_SAMPLES = 2
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,33 @@ class Options:
     route: force a patch route ('pixel', 'patch', 'vector') instead of the cheapest;
     float64: run the large products in float64 even on float32 activations (by default they
     run in the activations' dtype, with float64 reductions; tests/test_perf_precision.py
-    bounds the difference)."""
+    bounds the difference);
+    threads: CPU threads for the NumPy math (default: the cores this process may use)."""
 
     kappa: bool = True
     route: str | None = None
     float64: bool = False
+    threads: int | None = None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def blas_threads(limit: int):
+    """Context manager: BLAS libraries limited to ``limit`` threads."""
+    return _threadpools().limit(limits=limit, user_api="blas")
+
+
+def _take(tensors: dict, sl: slice, n: int) -> dict:
+    """Samples ``sl`` of every tensor with a batch axis of length n (others whole)."""
+    return {k: v[sl] if v.ndim and v.shape[0] == n else v for k, v in tensors.items()}
 
 
 def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
@@ -109,29 +136,6 @@ def _spread_diag(xp, p, top, ws):
     return first - u * u
 
 
-def gram_weighted_rows(xp, m, zt):
-    """``sum_j' M_jj' (Zt Zt^T)_jj'`` per row j: m ``(n, C_out, C_out)`` symmetric, zt
-    ``(n, C_out, C)``; returns ``(n, C_out)``.
-
-    This is the dense ``C C_out^2`` product of the filter-wise kappa. Few classes: as
-    ``rowsum((M Zt) * Zt)``, no ``C_out x C_out`` intermediate. Many: the Gram ``Zt Zt^T``,
-    with NumPy a BLAS ``syrk`` per sample (upper triangle only, half the multiply-adds of a
-    GEMM), elsewhere a batched ``matmul``.
-    """
-    if zt.shape[2] < SMALL_CLASSES:
-        return xp.sum(xp.matmul(m, zt) * zt, axis=2)
-    if xp.__name__.endswith("numpy") and zt.dtype in (np.float32, np.float64):
-        syrk = blas.ssyrk if zt.dtype == np.float32 else blas.dsyrk
-        out = np.empty(m.shape[:2], dtype=m.dtype)
-        for k in range(zt.shape[0]):
-            u = syrk(1.0, zt[k].T, trans=1)  # upper triangle of Zt Zt^T (lower is 0)
-            h = m[k] * u
-            out[k] = h.sum(axis=1) + h.sum(axis=0) - np.diagonal(m[k]) * np.diagonal(u)
-        return out
-    b = xp.matmul(zt, xp.permute_dims(zt, (0, 2, 1)))
-    return xp.sum(m * b, axis=2)
-
-
 class FlatnessAccumulator:
     """Accumulates the per-sample terms of all measures of a head over batches.
 
@@ -169,6 +173,36 @@ class FlatnessAccumulator:
         return self._geometry[key]
 
     def update(self, tensors: dict, y) -> None:
+        """Add one batch. With NumPy the samples are split across ``options.threads`` threads
+        (BLAS limited to one thread each): NumPy's elementwise passes and the strips of the
+        kappa's dense part use one core per call, so the split is what uses all cores."""
+        g0 = tensors[self.head.pooling.output]
+        n = g0.shape[0]
+        parts = 1
+        if array_namespace(g0).__name__.endswith("numpy"):
+            parts = max(1, min(self.options.threads or available_cores(), n // MIN_PART_SAMPLES))
+        if parts == 1:
+            results = [self._terms(tensors, y)]
+        else:
+            bounds = [n * i // parts for i in range(parts + 1)]
+            slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+            ctx = contextvars.copy_context()  # the caller's np.errstate, in every thread
+            with blas_threads(1), ThreadPoolExecutor(parts) as pool:
+                results = list(pool.map(lambda sl: ctx.copy().run(
+                    self._terms, _take(tensors, sl, n), y[sl]), slices))
+        host = [({k: np.asarray(to_device(v, "cpu")) for k, v in terms.items()},
+                 {k: np.asarray(to_device(v, "cpu")) for k, v in vectors.items()})
+                for terms, vectors in results]
+        bad = sorted({k for terms, _ in host for k, v in terms.items()
+                      if not np.all(np.isfinite(v))})
+        if bad:
+            raise NumericalError(f"non-finite {', '.join(bad)} (the model's activations or "
+                                 "logits overflow on this data)")
+        for terms, vectors in host:
+            self.moments.add(terms, vectors)
+
+    def _terms(self, tensors: dict, y) -> tuple[dict, dict]:
+        """Per-sample terms ``(N,)`` and per-filter sums of one batch, in its namespace."""
         head = self.head
         g0 = tensors[head.pooling.output]
         xp = array_namespace(g0)
@@ -203,12 +237,7 @@ class FlatnessAccumulator:
             terms[f"{i}.trace"], vectors[f"{i}.trace"] = t, tf
             if self.options.kappa:
                 terms[f"{i}.kappa"], vectors[f"{i}.kappa"] = k, kf
-        host = {k: np.asarray(to_device(v, "cpu")) for k, v in terms.items()}
-        bad = [k for k, v in host.items() if not np.all(np.isfinite(v))]
-        if bad:
-            raise NumericalError(f"non-finite {', '.join(bad)} (the model's activations or "
-                                 "logits overflow on this data)")
-        self.moments.add(host, {k: np.asarray(to_device(v, "cpu")) for k, v in vectors.items()})
+        return terms, vectors
 
     @staticmethod
     def _check_logits(xp, f, model_logits) -> None:
@@ -250,25 +279,27 @@ class FlatnessAccumulator:
             wst = xp.astype(ws.T, ft)  # (C_out, C)
         route = self.options.route or choose_route(geo, full)
         n = a.shape[0]
-        largest = max(c_out * c_out if full else 0, c_out * w.shape[0] if full else 0,
+        largest = max(c_out * w.shape[0] if full else 0,
                       geo.positions * max(c_out, geo.h * geo.w), (geo.h * geo.w) ** 2,
                       0 if route == "pixel" else geo.d * max(geo.positions, c_out))
         step = max(1, CHUNK_ELEMENTS // largest)
+        # NumPy: strips that stay in a core's cache; elsewhere (GPU) as batched as memory allows.
+        budget = STRIP_ELEMENTS if xp.__name__.endswith("numpy") else CHUNK_ELEMENTS
         traces, kappas = [], []
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
-            r, sq = filter_gram(a[sl], d1[sl], geo, full, route)
+            left, right, sq = filter_factors(a[sl], d1[sl], geo, route)
             e = 0.0 if d2 is None else xp.sum(
                 xp.astype(d2[sl], xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
-            rdiag = xp.linalg.diagonal(r) if full else r
-            traces.append(bdiag[sl] * xp.astype(rdiag, xp.float64) + gamma[sl] * e)
+            rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R
+            traces.append(bdiag[sl] * rdiag + gamma[sl] * e)
             if full:
                 # B = W^T diag(p) W - q q^T = Zt Zt^T with Zt = (W - 1 q^T)^T diag(sqrt p):
                 # centred, so no cancellation when p is peaked (float32 is safe).
                 pf = xp.astype(p[sl], ft)
                 zt = (wst[None, :, :] - xp.astype(q[sl], ft)[:, :, None]) * xp.sqrt(pf)[:, None, :]
-                rows = gram_weighted_rows(xp, kk_ft[None, :, :] * r, zt)
-                kappas.append(xp.astype(rows, xp.float64) + knorm2[None, :] * gamma[sl] * e)
+                rows = kappa_rows(xp, kk_ft, left, right, zt, budget)
+                kappas.append(rows + knorm2[None, :] * gamma[sl] * e)
         tf = xp.concat(traces, axis=0)
         kf = xp.concat(kappas, axis=0) if full else None
         return (xp.sum(tf, axis=1), None if kf is None else xp.sum(kf, axis=1),

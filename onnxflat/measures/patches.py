@@ -2,7 +2,7 @@
 
 For one sample, with ``X_g`` the ``P x d`` patch matrix of group ``g`` (padding entries 0),
 ``D`` the ``C_out x P`` matrix of ``phi'`` and ``v_j = (1/P) sum_p D_jp x_p`` (math note,
-section 5), :func:`filter_gram` returns ``R_jj' = <v_j, v_j'>`` (or only its diagonal) and
+section 5), :func:`filter_factors` returns ``R_jj' = <v_j, v_j'>`` as two thin factors and
 ``||x^{g}_p||^2``. Three exact routes; :func:`choose_route` takes the cheapest:
 
 - ``pixel``: Gram of pixel vectors ``T = A^T A`` (``HW x HW``), then ``S_pq = sum_k T[i_k(p),
@@ -132,16 +132,18 @@ def _pixel_gram(xp, a, g: Geometry):
     return s
 
 
-def filter_gram(a, d1, g: Geometry, full: bool = True, route: str | None = None):
-    """``R`` and squared patch norms for a batch.
+def filter_factors(a, d1, g: Geometry, route: str | None = None):
+    """Thin factors of ``R`` and the squared patch norms for a batch.
 
     a: ``(N, C_in, H, W)`` conv input; d1: ``(N, C_out, P)`` = ``phi'``.
-    Returns ``(R, sq)``: R is ``(N, C_out, C_out)`` if ``full`` else its diagonal
-    ``(N, C_out)``; sq is ``(N, C_out, P)``-broadcastable ``||x^{g(j)}_p||^2``, shape
-    ``(N, 1, P)`` for groups = 1 and ``(N, C_out, P)`` otherwise.
+    Returns ``(L, Q, sq)`` with ``R = L Q^T`` ``(N, C_out, C_out)`` (never formed here; its
+    diagonal is ``sum(L * Q, axis=2)``), L and Q ``(N, C_out, k)`` with ``k = P`` (pixel,
+    patch: ``L = D S / P^2``, ``Q = D``) or ``k = d`` (vector: ``L = Q = V``); sq is
+    ``(N, C_out, P)``-broadcastable ``||x^{g(j)}_p||^2``, shape ``(N, 1, P)`` for groups = 1
+    and ``(N, C_out, P)`` otherwise.
     """
     xp = array_namespace(a, d1)
-    route = route or choose_route(g, full)
+    route = route or choose_route(g, True)
     p = g.positions
     if route in ("pixel", "patch"):
         if g.groups != 1:
@@ -152,12 +154,7 @@ def filter_gram(a, d1, g: Geometry, full: bool = True, route: str | None = None)
             x = _im2col(xp, a, g)[:, 0]
             s = xp.matmul(x, xp.permute_dims(x, (0, 2, 1)))
         sq = xp.reshape(xp.linalg.diagonal(s), (a.shape[0], 1, p))
-        ds = xp.matmul(d1, s)  # (N, C_out, P)
-        if full:
-            r = xp.matmul(ds, xp.permute_dims(d1, (0, 2, 1))) / (p * p)
-        else:
-            r = xp.sum(ds * d1, axis=2) / (p * p)
-        return r, sq
+        return xp.matmul(d1, s) / (p * p), d1, sq
     if route != "vector":
         raise ValueError(f"unknown route {route!r}")
     x = _im2col(xp, a, g)  # (N, G, P, d)
@@ -166,5 +163,4 @@ def filter_gram(a, d1, g: Geometry, full: bool = True, route: str | None = None)
     v = xp.reshape(xp.matmul(dg, x), (n, g.c_out, g.d)) / p
     sq = xp.sum(x * x, axis=3)  # (N, G, P)
     sq = xp.reshape(xp.broadcast_to(sq[:, :, None, :], (n, g.groups, cg, p)), (n, g.c_out, p))
-    r = xp.matmul(v, xp.permute_dims(v, (0, 2, 1))) if full else xp.sum(v * v, axis=2)
-    return r, sq
+    return v, v, sq
