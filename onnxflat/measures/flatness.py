@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ from .stats import Moments
 # mmap ceiling, so freed chunks are reused from the heap instead of being page-faulted in
 # afresh for every chunk (which costed more than the products themselves).
 CHUNK_ELEMENTS = 1 << 22
+# Per-chunk intermediates on NumPy (elements): 4 MiB in float32, resident in cache.
+CACHE_ELEMENTS = 1 << 20
 # Fewest samples per thread worth a thread of its own.
 MIN_PART_SAMPLES = 2
 
@@ -69,6 +72,12 @@ def _threadpools() -> ThreadpoolController:
 def blas_threads(limit: int):
     """Context manager: BLAS libraries limited to ``limit`` threads."""
     return _threadpools().limit(limits=limit, user_api="blas")
+
+
+def head_ws(head: Head, layer: Layer) -> np.ndarray:
+    """The classifier's columns ``(C, C_out)`` that read this layer's channels."""
+    off = layer.channel_offset
+    return head.classifier.weight[:, off:off + layer.conv.out_channels]
 
 
 def _take(tensors: dict, sl: slice, n: int) -> dict:
@@ -124,16 +133,22 @@ def _spread(xp, p, top, gram):
     return first - ugu
 
 
-def _spread_diag(xp, p, top, ws):
+def _spread_diag(xp, p, top, ws_cat):
     """Per column j of ``ws`` ``(C, C_out)``: ``sum_s p_s ws_sj^2 - (p^T ws_j)^2``, centred at
-    the top class t like :func:`_spread` (``(N, C_out)``)."""
+    the top class t like :func:`_spread`, and ``q = p^T ws``; both ``(N, C_out)``.
+    ws_cat: ``[ws, ws ** 2]`` ``(C, 2 C_out)`` (one product for both)."""
+    c_out = ws_cat.shape[1] // 2
+    ws = ws_cat[:, :c_out]
     t = xp.argmax(xp.astype(top, xp.float64), axis=1)
     w_t = xp.take(ws, t, axis=0)  # (N, C_out)
     rest = xp.where(top, 0.0, p)
-    first = (xp.matmul(rest, ws * ws) - 2.0 * w_t * xp.matmul(rest, ws)
-             + xp.sum(rest, axis=1, keepdims=True) * w_t * w_t)  # sum_s p_s (ws_s - w_t)^2
-    u = xp.matmul(rest, ws) - xp.sum(rest, axis=1, keepdims=True) * w_t
-    return first - u * u
+    srest = xp.sum(rest, axis=1, keepdims=True)
+    both = xp.matmul(rest, ws_cat)
+    rw, rw2 = both[:, :c_out], both[:, c_out:]
+    first = rw2 - 2.0 * w_t * rw + srest * w_t * w_t  # sum_s p_s (ws_s - w_t)^2
+    u = rw - srest * w_t
+    p_t = xp.sum(xp.where(top, p, 0.0), axis=1, keepdims=True)
+    return first - u * u, rw + p_t * w_t
 
 
 class FlatnessAccumulator:
@@ -153,11 +168,13 @@ class FlatnessAccumulator:
         self.moments = Moments(tuple(names))
         self._geometry: dict[tuple, Geometry] = {}
         self._xp_consts: dict = {}
+        self._lock = threading.Lock()
 
     def _const(self, xp, key, fn, dev):
         k = (id(xp), key)
-        if k not in self._xp_consts:
-            self._xp_consts[k] = xp.asarray(fn(), device=dev)
+        with self._lock:  # computed once, not by every thread of the first batch
+            if k not in self._xp_consts:
+                self._xp_consts[k] = xp.asarray(fn(), device=dev)
         return self._xp_consts[k]
 
     def _geom(self, layer: Layer, a_shape, z_shape) -> Geometry:
@@ -259,16 +276,15 @@ class FlatnessAccumulator:
         conv = layer.conv
         a0 = xp.asarray(tensors[conv.input])
         ft = xp.float64 if self.options.float64 or a0.dtype == xp.float64 else xp.float32
-        a = xp.astype(a0, ft)
         z_shape = tuple(tensors[conv.output].shape)
-        geo = self._geom(layer, a.shape, z_shape)
-        dev = _device(a)
-        d1, d2 = channelwise_derivatives(layer, tensors, xp, ft)
+        geo = self._geom(layer, a0.shape, z_shape)
+        dev = _device(a0)
         c_out, off = conv.out_channels, layer.channel_offset
         ws = w[:, off:off + c_out]  # (C, C_out)
         gamma = xp.matmul(delta, ws)
-        q = xp.matmul(p, ws)
-        bdiag = _spread_diag(xp, p, top, ws)  # diag of B = W^T diag(p) W - q q^T, (N, C_out)
+        # diag of B = W^T diag(p) W - q q^T, (N, C_out)
+        bdiag, q = _spread_diag(xp, p, top, self._const(xp, f"W|W2{i}", lambda: np.concatenate(
+            [head_ws(self.head, layer), head_ws(self.head, layer) ** 2], axis=1), dev))
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
@@ -276,21 +292,27 @@ class FlatnessAccumulator:
             kdt = np.float64 if ft == xp.float64 else np.float32
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
-            wst = xp.astype(ws.T, ft)  # (C_out, C)
+            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
+                head_ws(self.head, layer).T.astype(kdt)), dev)  # (C_out, C)
         route = self.options.route or choose_route(geo, full)
-        n = a.shape[0]
-        largest = max(c_out * w.shape[0] if full else 0,
-                      geo.positions * max(c_out, geo.h * geo.w), (geo.h * geo.w) ** 2,
+        n = a0.shape[0]
+        # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
+        # stay in cache (the jets make ~10 elementwise passes over the conv output), other
+        # namespaces (GPU) chunks as large as memory allows.
+        hw = geo.h * geo.w
+        largest = max(c_out * w.shape[0] if full else 0, geo.positions * max(c_out, hw),
+                      geo.c_in * hw, hw * hw,
                       0 if route == "pixel" else geo.d * max(geo.positions, c_out))
-        step = max(1, CHUNK_ELEMENTS // largest)
-        # NumPy: strips that stay in a core's cache; elsewhere (GPU) as batched as memory allows.
-        budget = STRIP_ELEMENTS if xp.__name__.endswith("numpy") else CHUNK_ELEMENTS
+        numpy = xp.__name__.endswith("numpy")
+        step = max(1, (CACHE_ELEMENTS if numpy else CHUNK_ELEMENTS) // largest)
+        budget = STRIP_ELEMENTS if numpy else CHUNK_ELEMENTS
         traces, kappas = [], []
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
-            left, right, sq = filter_factors(a[sl], d1[sl], geo, route)
+            d1, d2 = channelwise_derivatives(layer, _take(tensors, sl, n), xp, ft)
+            left, right, sq = filter_factors(xp.astype(a0[sl], ft), d1, geo, route)
             e = 0.0 if d2 is None else xp.sum(
-                xp.astype(d2[sl], xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
+                xp.astype(d2, xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R
             traces.append(bdiag[sl] * rdiag + gamma[sl] * e)
             if full:
