@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 import onnxflat
 from onnxflat.graph import analyze_model, load_model
+from onnxflat.runtime import session_options
 
 from .models import SPECS, export
 
@@ -49,11 +50,9 @@ def batches(spec, n: int, batch: int, seed: int = 0):
 
 
 def f1(path, data, threads) -> float:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
     t = time.perf_counter()
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), session_options(threads),
+                                providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     for x, _ in data:
         sess.run(None, {name: x})

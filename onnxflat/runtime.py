@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 import numpy as np
 import onnx
@@ -19,6 +20,7 @@ from array_api_compat import array_namespace
 
 from .errors import DataError, ModelError, first_line
 from .graph.head import Head
+from .graph.model import copy_fields
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,14 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                "tensor(float16)": np.float16}
 # onnxruntime's own logging, fatal only: its errors come back as exceptions, reworded.
 QUIET = 4
+# Initializers with more raw data than this go to onnxruntime as arrays, not serialised.
+INLINE_BYTES = 1024
+# The external-data location of those; onnxruntime replaces them before it reads any file.
+IN_MEMORY = "onnxflat-in-memory"
+_ARRAY_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+                  onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+                  onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
+                  onnx.TensorProto.UINT8: np.uint8}
 
 
 def select_providers(device: str = "auto") -> list[str]:
@@ -46,10 +56,23 @@ def select_providers(device: str = "auto") -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """onnxflat's session options (also the benchmarks' plain onnxruntime baseline)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = QUIET
+    if threads:
+        so.intra_op_num_threads = threads
+    return so
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelProto, dict]:
     """A copy of ``model`` whose outputs are exactly ``names``, without the nodes that none
     of them needs (a trailing Softmax, an unused branch), so onnxruntime runs only the
-    subgraph the measures read."""
+    subgraph the measures read.
+
+    The copy holds no large weights: every initializer over ``INLINE_BYTES`` of raw data
+    is marked as external data and returned beside it, ``{name: array}``, for
+    onnxruntime's ``add_external_initializers`` (never serialised and parsed again)."""
     g = model.graph
     producer = {o: i for i, node in enumerate(g.node) for o in node.output if o}
     keep, todo = set(), list(names)
@@ -59,20 +82,29 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
             keep.add(i)
             todo.extend(x for x in g.node[i].input if x)
             todo.extend(_subgraph_inputs(g.node[i]))
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    del m.graph.node[:], m.graph.output[:]
-    m.graph.node.extend(g.node[i] for i in sorted(keep))
     used = {x for i in keep for x in g.node[i].input} | set(names)
     used |= {x for i in keep for x in _subgraph_inputs(g.node[i])}
-    dropped = {t.name for t in g.initializer if t.name not in used}
-    inits = [t for t in g.initializer if t.name not in dropped]
-    inputs = [i for i in g.input if i.name not in dropped]
-    del m.graph.initializer[:], m.graph.input[:]
-    m.graph.initializer.extend(inits)
-    m.graph.input.extend(inputs)
+    m = onnx.ModelProto()
+    copy_fields(model, m, skip=("graph",))
+    copy_fields(g, m.graph, skip=("node", "initializer", "input", "output"))
+    m.graph.node.extend(g.node[i] for i in sorted(keep))
+    inits = {t.name for t in g.initializer}
+    m.graph.input.extend(i for i in g.input if i.name in used or i.name not in inits)
     m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    return m
+    weights = {}
+    for t in g.initializer:
+        if t.name not in used:
+            continue
+        dtype = _ARRAY_DTYPES.get(t.data_type) if sys.byteorder == "little" else None
+        if dtype is None or len(t.raw_data) <= INLINE_BYTES:
+            m.graph.initializer.append(t)
+            continue
+        weights[t.name] = np.frombuffer(t.raw_data, dtype).reshape(tuple(t.dims))
+        m.graph.initializer.append(onnx.TensorProto(
+            name=t.name, dims=t.dims, data_type=t.data_type,
+            data_location=onnx.TensorProto.EXTERNAL,
+            external_data=[onnx.StringStringEntryProto(key="location", value=IN_MEMORY)]))
+    return m, weights
 
 
 def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:
@@ -122,12 +154,11 @@ class Extractor:
         self.input_name = head.input_name
         # The model input itself may be needed (a conv on the input); it is passed through.
         self.fetches = [n for n in head.fetches if n != self.input_name]
-        m = with_outputs(model, self.fetches)
-        so = ort.SessionOptions()
-        so.log_severity_level = QUIET
-        if threads:
-            so.intra_op_num_threads = threads
+        m, weights = with_outputs(model, self.fetches)
+        so = session_options(threads)
         try:
+            so.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(w)
+                                                         for w in weights.values()])
             self.session = ort.InferenceSession(m.SerializeToString(), so,
                                                 providers=select_providers(device))
         except Exception as exc:
