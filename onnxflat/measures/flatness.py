@@ -39,7 +39,7 @@ from .stats import Moments
 # afresh for every chunk (which costed more than the products themselves).
 CHUNK_ELEMENTS = 1 << 22
 # Per-chunk intermediates on NumPy (elements): 4 MiB in float32, resident in cache.
-CACHE_ELEMENTS = 1 << 20
+CACHE_ELEMENTS = 1 << 18
 # Fewest samples per thread worth a thread of its own.
 MIN_PART_SAMPLES = 2
 
@@ -72,12 +72,6 @@ def _threadpools() -> ThreadpoolController:
 def blas_threads(limit: int):
     """Context manager: BLAS libraries limited to ``limit`` threads."""
     return _threadpools().limit(limits=limit, user_api="blas")
-
-
-def head_ws(head: Head, layer: Layer) -> np.ndarray:
-    """The classifier's columns ``(C, C_out)`` that read this layer's channels."""
-    off = layer.channel_offset
-    return head.classifier.weight[:, off:off + layer.conv.out_channels]
 
 
 def _take(tensors: dict, sl: slice, n: int) -> dict:
@@ -116,36 +110,22 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     return d1, d2
 
 
-def _spread(xp, p, top, gram):
-    """``sum_s p_s G_ss - p^T G p`` per sample (the p-variance of the rows w_s of W, with
-    ``G = W W^T``), centred at the top class t so that it is formed from the tail:
-    ``sum_s p_s D_ts - u^T G u`` with ``D_ts = ||w_s - w_t||^2`` and
-    ``u = p - e_t`` (``p`` ``(N, C)``, ``top`` its one-hot argmax)."""
-    diag = xp.linalg.diagonal(gram)
-    dist = diag[None, :] + diag[:, None] - 2.0 * gram  # (C, C), D_ts
-    t = xp.argmax(xp.astype(top, xp.float64), axis=1)
-    first = xp.sum(p * xp.take(dist, t, axis=0), axis=1)
-    rest = xp.where(top, 0.0, p)  # u = rest - (sum rest) e_t
-    srest = xp.sum(rest, axis=1)
-    g_t = xp.take(gram, t, axis=0)  # (N, C): G_t.
-    ugu = (xp.sum(xp.matmul(rest, gram) * rest, axis=1) - 2.0 * srest * xp.sum(rest * g_t, axis=1)
-           + srest ** 2 * xp.take(diag, t))
-    return first - ugu
+def _spread(xp, p, top, w_cat):
+    """The p-variance of the classifier's columns and ``q = p^T W``, both ``(N, F)``.
 
-
-def _spread_diag(xp, p, top, ws_cat):
-    """Per column j of ``ws`` ``(C, C_out)``: ``sum_s p_s ws_sj^2 - (p^T ws_j)^2``, centred at
-    the top class t like :func:`_spread`, and ``q = p^T ws``; both ``(N, C_out)``.
-    ws_cat: ``[ws, ws ** 2]`` ``(C, 2 C_out)`` (one product for both)."""
-    c_out = ws_cat.shape[1] // 2
-    ws = ws_cat[:, :c_out]
+    Per feature i: ``sum_s p_s W_si^2 - (p^T W_i)^2`` (the diagonal of
+    ``B = W^T diag(p) W - q q^T``; summed over i it is ``sum_s p_s ||w_s||^2 - ||q||^2``).
+    Centred at the top class t, so that it is formed from the tail: ``sum_s p_s (W_si -
+    W_ti)^2 - u_i^2`` with ``u = (p - e_t)^T W``. ``p`` ``(N, C)``, ``top`` its one-hot
+    argmax, ``w_cat = [W, W ** 2]`` ``(C, 2F)`` (one product for both)."""
+    f = w_cat.shape[1] // 2
     t = xp.argmax(xp.astype(top, xp.float64), axis=1)
-    w_t = xp.take(ws, t, axis=0)  # (N, C_out)
-    rest = xp.where(top, 0.0, p)
+    w_t = xp.take(w_cat[:, :f], t, axis=0)  # (N, F)
+    rest = xp.where(top, 0.0, p)  # p - e_t = rest - (sum rest) e_t
     srest = xp.sum(rest, axis=1, keepdims=True)
-    both = xp.matmul(rest, ws_cat)
-    rw, rw2 = both[:, :c_out], both[:, c_out:]
-    first = rw2 - 2.0 * w_t * rw + srest * w_t * w_t  # sum_s p_s (ws_s - w_t)^2
+    both = xp.matmul(rest, w_cat)
+    rw, rw2 = both[:, :f], both[:, f:]
+    first = rw2 - 2.0 * w_t * rw + srest * w_t * w_t  # sum_s p_s (W_s - W_t)^2
     u = rw - srest * w_t
     p_t = xp.sum(xp.where(top, p, 0.0), axis=1, keepdims=True)
     return first - u * u, rw + p_t * w_t
@@ -169,6 +149,7 @@ class FlatnessAccumulator:
         self._geometry: dict[tuple, Geometry] = {}
         self._xp_consts: dict = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def _const(self, xp, key, fn, dev):
         k = (id(xp), key)
@@ -195,17 +176,19 @@ class FlatnessAccumulator:
         kappa's dense part use one core per call, so the split is what uses all cores."""
         g0 = tensors[self.head.pooling.output]
         n = g0.shape[0]
-        parts = 1
+        parts, threads = 1, self.options.threads or available_cores()
         if array_namespace(g0).__name__.endswith("numpy"):
-            parts = max(1, min(self.options.threads or available_cores(), n // MIN_PART_SAMPLES))
+            parts = max(1, min(threads, n // MIN_PART_SAMPLES))
         if parts == 1:
             results = [self._terms(tensors, y)]
         else:
             bounds = [n * i // parts for i in range(parts + 1)]
             slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
             ctx = contextvars.copy_context()  # the caller's np.errstate, in every thread
-            with blas_threads(1), ThreadPoolExecutor(parts) as pool:
-                results = list(pool.map(lambda sl: ctx.copy().run(
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="onnxflat-math")
+            with blas_threads(1):
+                results = list(self._pool.map(lambda sl: ctx.copy().run(
                     self._terms, _take(tensors, sl, n), y[sl]), slices))
         host = [({k: np.asarray(to_device(v, "cpu")) for k, v in terms.items()},
                  {k: np.asarray(to_device(v, "cpu")) for k, v in vectors.items()})
@@ -246,11 +229,13 @@ class FlatnessAccumulator:
         delta = xp.where(onehot, -q_rest, p)  # p - e_y
         gn2 = xp.sum(g * g, axis=1)
         terms["fc.trace"] = gn2 * xp.sum(p * q_rest, axis=1)  # 1 - ||p||^2
-        terms["fc.kappa"] = gn2 * _spread(xp, p, top, self._const(
-            xp, "WWt", lambda: head.classifier.weight @ head.classifier.weight.T, dev))
+        spread, q = _spread(xp, p, top, self._const(xp, "W|W2", lambda: np.concatenate(
+            [head.classifier.weight, head.classifier.weight ** 2], axis=1), dev))
+        terms["fc.kappa"] = gn2 * xp.sum(spread, axis=1)
+        gamma = xp.matmul(delta, w)  # W^T (p - e_y), (N, F)
         vectors = {}
         for i, layer in enumerate(head.layers):
-            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, w, p, top, delta)
+            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, w, p, gamma, spread, q)
             terms[f"{i}.trace"], vectors[f"{i}.trace"] = t, tf
             if self.options.kappa:
                 terms[f"{i}.kappa"], vectors[f"{i}.kappa"] = k, kf
@@ -272,7 +257,9 @@ class FlatnessAccumulator:
             raise NumericalError(f"the folded classifier disagrees with the model's logits "
                                  f"(max error {err:.3g}); the head was not recognised correctly")
 
-    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, top, delta):
+    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, gamma, spread, q):
+        """The layer's per-sample trace and kappa ``(N,)`` and their per-filter sums
+        ``(C_out,)``; gamma, spread, q ``(N, F)`` from :meth:`_terms`."""
         conv = layer.conv
         a0 = xp.asarray(tensors[conv.input])
         ft = xp.float64 if self.options.float64 or a0.dtype == xp.float64 else xp.float32
@@ -280,11 +267,8 @@ class FlatnessAccumulator:
         geo = self._geom(layer, a0.shape, z_shape)
         dev = _device(a0)
         c_out, off = conv.out_channels, layer.channel_offset
-        ws = w[:, off:off + c_out]  # (C, C_out)
-        gamma = xp.matmul(delta, ws)
-        # diag of B = W^T diag(p) W - q q^T, (N, C_out)
-        bdiag, q = _spread_diag(xp, p, top, self._const(xp, f"W|W2{i}", lambda: np.concatenate(
-            [head_ws(self.head, layer), head_ws(self.head, layer) ** 2], axis=1), dev))
+        cols = slice(off, off + c_out)
+        gamma, bdiag, q = gamma[:, cols], spread[:, cols], q[:, cols]  # bdiag: diag of B
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
@@ -293,7 +277,7 @@ class FlatnessAccumulator:
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
             wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
-                head_ws(self.head, layer).T.astype(kdt)), dev)  # (C_out, C)
+                self.head.classifier.weight[:, cols].T.astype(kdt)), dev)  # (C_out, C)
         route = self.options.route or choose_route(geo, full)
         n = a0.shape[0]
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
