@@ -70,7 +70,7 @@ def measure_many(client, models: Sequence[str], data: DataSpec, shards: int | No
                  progress: bool = True) -> list[Partial]:
     """Merged statistics (shard 1/1) of each model on ``data``, computed as ``shards``
     tasks per model on the cluster of ``client`` (default: twice its worker threads).
-    ``threads`` caps onnxruntime's threads per task."""
+    ``threads`` caps the CPU threads (onnxruntime's and the math's) per task."""
     total_threads = sum(client.nthreads().values()) or 1
     count = shards or 2 * total_threads
     options = dict(batch_size=batch_size, kappa=kappa, device=device, threads=threads)

@@ -62,3 +62,33 @@ def test_inspect_sample():
     r = CliRunner().invoke(main, ["inspect", str(MODEL)])
     assert r.exit_code == 0
     assert "/conv2/Conv" in r.output and "GlobalAveragePool" in r.output
+
+
+def test_measure_threads(tmp_path, monkeypatch):
+    """--threads reaches onnxruntime and the math (same numbers as all cores); 0 is refused."""
+    from onnxflat import api
+    from onnxflat.measures import flatness
+
+    seen = []
+    monkeypatch.setattr(flatness, "available_cores", lambda: 2)
+    original = api.Extractor
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("threads"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "Extractor", spy)
+    docs = []
+    for extra in ([], ["--threads", "1"], ["--threads", "3"]):
+        out = tmp_path / f"r{len(docs)}.json"
+        r = CliRunner().invoke(main, ["measure", str(MODEL), "--data", str(TRAIN), "--json",
+                                      str(out), *extra])
+        assert r.exit_code == 0, r.output
+        docs.append(json.loads(out.read_text())["layers"][0])
+    assert seen == [None, 1, 3]
+    for doc in docs[1:]:
+        np.testing.assert_allclose([doc["trace"], doc["kappa"], *doc["per_filter"]["kappa"]],
+                                   [docs[0]["trace"], docs[0]["kappa"],
+                                    *docs[0]["per_filter"]["kappa"]], rtol=1e-12)
+    r = CliRunner().invoke(main, ["measure", str(MODEL), "--data", str(TRAIN), "--threads", "0"])
+    assert r.exit_code == 2 and "--threads" in r.output

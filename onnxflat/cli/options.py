@@ -31,12 +31,14 @@ size) -> x --scale -> --channel-order -> (x - --mean) / --std -> --layout."""
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: samples per onnxruntime call, provider, filter-wise kappa, progress bar."""
+    """How to run: samples per onnxruntime call, provider, filter-wise kappa, progress bar,
+    CPU threads (None: all cores this process may use)."""
 
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "auto"
     kappa: bool = True
     quiet: bool = False
+    threads: int | None = None
 
 
 def _scale(ctx, param, value):
@@ -98,7 +100,8 @@ def data_options(fn):
 
 
 def run_options(fn):
-    """Add batch size, device, --no-filter-kappa and --quiet; the command receives ``run``."""
+    """Add batch size, device, --no-filter-kappa, --quiet and --threads; the command receives
+    ``run``."""
     options = [
         click.option("--batch-size", "-b", default=DEFAULT_BATCH_SIZE, show_default=True,
                      type=click.IntRange(min=1), help="Samples per onnxruntime run."),
@@ -108,12 +111,14 @@ def run_options(fn):
                      help="Skip the filter-wise kappa (its dense part dominates on wide heads)."),
         click.option("--quiet", "-q", is_flag=True,
                      help="No progress bar (it is also off when stderr is not a terminal)."),
+        click.option("--threads", type=click.IntRange(min=1),
+                     help="CPU threads for onnxruntime and the math [default: all cores]."),
     ]
 
     @functools.wraps(fn)
-    def wrapper(*args, batch_size, device, no_filter_kappa, quiet, **kwargs):
+    def wrapper(*args, batch_size, device, no_filter_kappa, quiet, threads, **kwargs):
         kwargs["run"] = RunOptions(batch_size=batch_size, device=device,
-                                   kappa=not no_filter_kappa, quiet=quiet)
+                                   kappa=not no_filter_kappa, quiet=quiet, threads=threads)
         return fn(*args, **kwargs)
 
     for option in reversed(options):
@@ -155,4 +160,5 @@ def run_measure(model: str, data: DataSpec, run: RunOptions) -> Result:
     log.info("data: %s, %d samples", data.name, len(ds))
     with progress_bar(len(ds), model, run.quiet) as bar:
         return measure_api(model, ds, batch_size=run.batch_size, kappa=run.kappa,
-                           device=run.device, progress=lambda done: bar.update(done - bar.n))
+                           device=run.device, threads=run.threads,
+                           progress=lambda done: bar.update(done - bar.n))

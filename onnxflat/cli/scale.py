@@ -45,12 +45,13 @@ class ScaleOptions:
             from ..engine import connect, measure_many
             with connect(self.address, self.workers) as client:
                 # A local cluster shares this machine's cores among its worker processes.
-                threads = None if self.address else max(
-                    1, (os.cpu_count() or 1) // len(client.nthreads()))
+                threads = run.threads or (None if self.address else max(
+                    1, (os.cpu_count() or 1) // len(client.nthreads())))
                 parts = measure_many(client, models, data, self.shards, threads=threads,
                                      progress=not run.quiet and sys.stderr.isatty(), **opts)
         else:
-            parts = [compute(m, data, self.shard or Shard(1, 1), **opts) for m in models]
+            parts = [compute(m, data, self.shard or Shard(1, 1), threads=run.threads, **opts)
+                     for m in models]
         if self.partial:
             parts[0].save(self.partial)
             click.echo(f"wrote shard {parts[0].shard} ({parts[0].moments.n} samples) to "
