@@ -38,9 +38,9 @@ INLINE_BYTES = 1024
 # The external-data location of those; onnxruntime replaces them before it reads any file.
 IN_MEMORY = "onnxflat-in-memory"
 _ARRAY_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-                  onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
-                  onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
-                  onnx.TensorProto.UINT8: np.uint8}
+                 onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+                 onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
+                 onnx.TensorProto.UINT8: np.uint8}
 
 
 def select_providers(device: str = "auto") -> list[str]:
@@ -96,10 +96,11 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> tuple[onnx.ModelPr
         if t.name not in used:
             continue
         dtype = _ARRAY_DTYPES.get(t.data_type) if sys.byteorder == "little" else None
-        if dtype is None or len(t.raw_data) <= INLINE_BYTES:
+        raw = t.raw_data if dtype is not None else b""  # each read copies the bytes: once
+        if len(raw) <= INLINE_BYTES:
             m.graph.initializer.append(t)
             continue
-        weights[t.name] = np.frombuffer(t.raw_data, dtype).reshape(tuple(t.dims))
+        weights[t.name] = np.frombuffer(raw, dtype).reshape(tuple(t.dims))
         m.graph.initializer.append(onnx.TensorProto(
             name=t.name, dims=t.dims, data_type=t.data_type,
             data_location=onnx.TensorProto.EXTERNAL,
