@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -21,6 +22,24 @@ from .model import GraphIndex, load_model
 from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
                        TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
                        linear_step, pooling_axes)
+
+
+@dataclass(frozen=True)
+class HeadParts:
+    """Payload of a matched pooling: what :class:`Head` holds besides the model input."""
+
+    layers: tuple[Layer, ...]
+    pooling: Pooling
+    classifier: Classifier
+    rejected: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ConcatSpan:
+    """A channel Concat: offset of the conv-dependent input's channels, total channels."""
+
+    offset: int
+    width: int
 
 # Consumers that read only a tensor's shape, never its values: they are not a path.
 SHAPE_ONLY = ("Shape", "Size")
@@ -44,9 +63,9 @@ def analyze_model(model: onnx.ModelProto, path: str = "<memory>") -> Head:
     for pool in reversed(pools):
         m = _match_head(ix, pool)
         if m:
-            layers, pooling, classifier, rejected = m.value
-            return Head(path, inp.name, _dims(inp), _dtype(inp), layers, pooling, classifier,
-                        rejected)
+            h = m.value
+            return Head(path, inp.name, _dims(inp), _dtype(inp), h.layers, h.pooling,
+                        h.classifier, h.rejected)
         failures.append(m)
     if failures:
         raise HeadNotFoundError(failures[0].node, failures[0].reason)
@@ -85,7 +104,7 @@ def _dtype(vi: onnx.ValueInfoProto) -> str:
     return str(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
 
 
-def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
+def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match[HeadParts]:
     convs, blockers = _convs_upstream(ix, pool.input[0])
     layers, rejected = [], []
     for conv in convs:
@@ -115,8 +134,8 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
         if layer.channel_offset + layer.conv.out_channels > m.value.weight.shape[1]:
             return Match.fail(pool, "the conv's channels do not fit the classifier's input")
     pooling = Pooling(GraphIndex.node_name(pool), pool.op_type, pool.input[0], pool.output[0])
-    return Match((tuple(layers), pooling, m.value,
-                  tuple((r.node, r.reason) for r in rejected)))
+    return Match(HeadParts(tuple(layers), pooling, m.value,
+                           tuple((r.node, r.reason) for r in rejected)))
 
 
 def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], list[Match]]:
@@ -137,7 +156,7 @@ def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], l
     return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers
 
 
-def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match[Conv]:
     a = ix.attrs(node)
     k = ix.const(node.input[1])
     if k is None:
@@ -158,7 +177,8 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
         auto_pad=auto_pad))
 
 
-def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto) -> Match:
+def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto,
+                 pool: onnx.NodeProto) -> Match[Layer]:
     """Check that the conv output reaches ``pool`` only channel-wise; build its steps."""
     m = _conv(ix, conv_node)
     if not m:
@@ -187,8 +207,8 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
                 return m
             step = Step(GraphIndex.node_name(node), "identity", (Operand("dep", deps[0]),),
                         node.output[0])
-            offset[node.output[0]] = offset[deps[0]] + m.value[0]
-            width[node.output[0]] = m.value[1]
+            offset[node.output[0]] = offset[deps[0]] + m.value.offset
+            width[node.output[0]] = m.value.width
             layout[node.output[0]] = lay
         else:
             ctx = Ctx(ix, frozenset(layout), lay)
@@ -196,7 +216,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
             if not m:
                 return Match.fail(m.node, f"the output of conv '{conv.node}' reaches "
                                           f"the pooling through it: {m.reason}")
-            step, out_layout = m.value
+            step, out_layout = m.value.step, m.value.layout
             w = width[deps[0]]
             ops = []
             for op in step.inputs:
@@ -234,8 +254,9 @@ def _layout_name(lay: tuple[int, ...]) -> str:
     return "".join("NCHW"[i] for i in lay)
 
 
-def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -> Match:
-    """(offset of the dep input's channels, total channels) of a channel Concat."""
+def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str],
+            lay: tuple) -> Match[ConcatSpan]:
+    """Where the conv-dependent input's channels sit in a channel Concat."""
     axis = int(ix.attrs(node).get("axis", 0)) % len(lay)
     if lay[axis] != 1:
         return Match.fail(node, "Concat along an axis that is not the conv's channel axis")
@@ -248,7 +269,7 @@ def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -
             return Match.fail(node, f"Concat input '{i}' has an unknown channel count")
         sizes.append(dims[axis])
     k = list(node.input).index(deps[0])
-    return Match((sum(sizes[:k]), sum(sizes)))
+    return Match(ConcatSpan(sum(sizes[:k]), sum(sizes)))
 
 
 def _slice_channels(v: np.ndarray, lay: tuple, width: int, off: int, c_out: int):
@@ -274,7 +295,8 @@ def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> 
     return None
 
 
-def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Match:
+def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto,
+                      features: int) -> Match[Classifier]:
     """Fold the nodes from the pooling output to the logits into one affine map."""
     cur = pool.output[0]
     f = Affine(np.eye(features), np.zeros(features), identity=True)
@@ -313,7 +335,7 @@ def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto, features: int) -> Ma
 
 
 def _nonlinear_downstream(ix: GraphIndex, nodes: list[onnx.NodeProto], cur: str,
-                          f: Affine) -> Match | None:
+                          f: Affine) -> Match[Affine] | None:
     """The failure at the first node from ``nodes`` on (graph order) that makes the head
     after the pooling non-linear (an activation, LayerNormalization), or None."""
     frontier = _Frontier(ix, nodes)

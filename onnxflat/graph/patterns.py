@@ -1,16 +1,19 @@
 """Declarative rules: which ONNX nodes may sit on each part of the head, and what they mean.
 
-Each rule takes a node and returns a :class:`Match`: a value on success, or the node and
-the reason it does not fit. ``CHANNELWISE`` translates nodes between the conv output and the
-pooling into :class:`~onnxflat.graph.head.Step` objects; ``LINEAR`` folds nodes after the
-pooling into one affine map. ``POOLING`` recognises global average pooling. The tables are
-the single source of the supported-pattern list in the docs (``tools/gen_patterns_doc.py``).
+Each rule takes a node and returns a :class:`Match`: a typed payload on success, or the node
+and the reason it does not fit. Rules are registered per ONNX op: ``CHANNELWISE_RULES``
+translates nodes between the conv output and the pooling into :class:`ChannelStep` payloads
+(a :class:`~onnxflat.graph.head.Step` and the layout after it); ``AFTER_POOL_RULES`` folds nodes
+after the pooling into one affine map. :func:`pooling_axes` recognises global average pooling.
+The tables are the single source of the supported-pattern list in the docs
+(``tools/gen_patterns_doc.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 import numpy as np
 import onnx
@@ -22,11 +25,15 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto
                onnx.TensorProto.BFLOAT16}
 
 
-@dataclass(frozen=True)
-class Match:
-    """Outcome of a rule: ``value`` when it matched, else ``node`` and ``reason``."""
+T = TypeVar("T")
 
-    value: Any = None
+
+@dataclass(frozen=True)
+class Match(Generic[T]):
+    """Outcome of a rule: ``value`` (the rule's typed payload) when it matched, else ``node``
+    and ``reason``."""
+
+    value: T | None = None
     node: str | None = None
     reason: str | None = None
 
@@ -34,7 +41,7 @@ class Match:
         return self.reason is None
 
     @classmethod
-    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> "Match":
+    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> "Match[T]":
         name = GraphIndex.node_name(node) if isinstance(node, onnx.NodeProto) else node
         return cls(node=name, reason=reason)
 
@@ -116,7 +123,8 @@ CLASSIFIER_NOTES = {
 }
 
 
-def _check_operands(ctx: Ctx, node: onnx.NodeProto, ops: list[Operand]) -> Match | None:
+def _check_operands(ctx: Ctx, node: onnx.NodeProto,
+                    ops: list[Operand]) -> Match[ChannelStep] | None:
     rank = len(ctx.layout)
     out_shape = ctx.ix.static_dims(node.output[0])
     for op in ops:
@@ -143,86 +151,160 @@ def _broadcast(a, b) -> bool:
     return a == 1 and isinstance(b, str)
 
 
-def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
-    """Translate one node on the conv -> pooling path into a Step (value: (Step, layout))."""
-    op = node.op_type
-    name = GraphIndex.node_name(node)
-    a = ctx.ix.attrs(node)
-    out = node.output[0]
-    if op == "Dropout" and len(node.input) > 2 and ctx.ix.const(node.input[2]) is not None \
-            and bool(ctx.ix.const(node.input[2])):
+@dataclass(frozen=True)
+class ChannelStep:
+    """Payload of a channel-wise rule: the step and the layout of its output."""
+
+    step: Step
+    layout: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ChannelAffine:
+    """A per-channel affine map ``y = scale * x + shift`` (a folded BatchNormalization);
+    scale, shift ``(C,)`` float64."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+
+def batchnorm_fold(ix: GraphIndex, node: onnx.NodeProto) -> Match[ChannelAffine]:
+    """An inference-mode BatchNormalization with constant statistics as a per-channel affine."""
+    a = ix.attrs(node)
+    if a.get("training_mode", 0):
+        return Match.fail(node, "BatchNormalization in training mode")
+    vals = [ix.const(i) for i in node.input[1:5]]
+    if any(v is None for v in vals):
+        return Match.fail(node, "BatchNormalization with non-constant statistics")
+    scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+    s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+    return Match(ChannelAffine(s, shift - mean * s))
+
+
+ChannelRule = Callable[[Ctx, onnx.NodeProto], Match[ChannelStep]]
+CHANNELWISE_RULES: dict[str, ChannelRule] = {}
+
+
+def _rule(registry: dict, *ops: str):
+    """Register the decorated function as the rule of ``ops`` in ``registry``."""
+    def register(fn):
+        for op in ops:
+            registry[op] = fn
+        return fn
+    return register
+
+
+def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    """Translate one node on the conv -> pooling path into a :class:`ChannelStep`."""
+    rule = CHANNELWISE_RULES.get(node.op_type)
+    if rule is not None:
+        return rule(ctx, node)
+    if node.op_type in SPATIAL_OPS:
+        return Match.fail(node, f"{node.op_type} is a spatial operation between the conv and "
+                                f"the pooling ({SPATIAL_OPS[node.op_type]})")
+    return Match.fail(node, f"{node.op_type} is not a supported channel-wise operation")
+
+
+def _same_layout(ctx: Ctx, node: onnx.NodeProto, fn: str, inputs: tuple[Operand, ...],
+                 params: dict | None = None) -> Match[ChannelStep]:
+    step = Step(GraphIndex.node_name(node), fn, inputs, node.output[0], params or {})
+    return Match(ChannelStep(step, ctx.layout))
+
+
+@_rule(CHANNELWISE_RULES, *UNARY)
+def _unary(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    if node.op_type == "Dropout" and len(node.input) > 2 and \
+            ctx.ix.const(node.input[2]) is not None and bool(ctx.ix.const(node.input[2])):
         return Match.fail(node, "Dropout in training mode")
-    if op in UNARY:
-        return Match((Step(name, UNARY[op], (ctx.operand(node.input[0]),), out), ctx.layout))
-    if op in UNARY_WITH_ATTRS:
-        fn, defaults = UNARY_WITH_ATTRS[op]
-        params = {k: a.get(k, v) for k, v in defaults.items()}
-        if isinstance(params.get("approximate"), bytes):
-            params["approximate"] = params["approximate"].decode()
-        return Match((Step(name, fn, (ctx.operand(node.input[0]),), out, params), ctx.layout))
-    if op == "Cast":
-        if a.get("to") not in FLOAT_TYPES:
-            return Match.fail(node, "Cast to a non-float type on the conv -> pooling path")
-        return Match((Step(name, "identity", (ctx.operand(node.input[0]),), out), ctx.layout))
-    if op == "Clip":
-        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
-        bounds = [lo, hi]
-        for i in (1, 2):
-            if len(node.input) > i and node.input[i]:
-                v = ctx.ix.const(node.input[i])
-                if v is None:
-                    return Match.fail(node, "Clip bound is not a constant")
-                bounds[i - 1] = float(v)
-        lo, hi = bounds
-        if node.input[0] not in ctx.dep:
-            return Match.fail(node, "the conv output reaches Clip only through its bounds")
-        return Match((Step(name, "clip", (Operand("dep", node.input[0]),), out,
-                           {"lo": float(lo), "hi": float(hi)}), ctx.layout))
-    if op in BINARY:
-        if len(node.input) != 2:
-            return Match.fail(node, f"{op} with {len(node.input)} inputs is not supported")
-        ops = [ctx.operand(i) for i in node.input]
-        if op in ("Pow", "PRelu") and ops[1].kind != "const":
-            return Match.fail(node, f"{op} needs a constant second input")
-        if op in ("Pow", "PRelu") and ops[0].kind != "dep":
-            return Match.fail(node, f"{op} of a constant by a conv-dependent tensor")
-        if op == "Pow" and ops[1].value.size != 1:
-            return Match.fail(node, "Pow with a non-scalar exponent")
-        bad = _check_operands(ctx, node, ops)
-        if bad is not None:
-            return bad
-        if op == "Pow":
-            return Match((Step(name, "pow", ops[:1], out, {"k": float(ops[1].value.reshape(-1)[0])}),
-                          ctx.layout))
-        return Match((Step(name, BINARY[op], tuple(ops), out), ctx.layout))
-    if op == "BatchNormalization":
-        if a.get("training_mode", 0):
-            return Match.fail(node, "BatchNormalization in training mode")
-        if ctx.layout[1] != 1:
-            return Match.fail(node, "BatchNormalization over an axis that is not the conv's "
-                                    "channel axis")
-        vals = [ctx.ix.const(i) for i in node.input[1:5]]
-        if node.input[0] not in ctx.dep or any(v is None for v in vals):
-            return Match.fail(node, "BatchNormalization with non-constant statistics")
-        scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
-        s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
-        t = shift - mean * s
-        shape = (-1,) + (1,) * (len(ctx.layout) - 2)
-        return Match((Step(name, "affine", (Operand("dep", node.input[0]),
-                                            Operand("const", "bn_scale", s.reshape(shape)),
-                                            Operand("const", "bn_shift", t.reshape(shape))),
-                           out), ctx.layout))
-    if op == "Transpose":
-        perm = a.get("perm", list(range(len(ctx.layout)))[::-1])
-        layout = tuple(ctx.layout[i] for i in perm)
-        if layout[0] != 0:
-            return Match.fail(node, "Transpose moves the batch axis")
-        return Match((Step(name, "transpose", (Operand("dep", node.input[0]),), out,
-                           {"perm": tuple(int(p) for p in perm)}), layout))
-    if op in SPATIAL_OPS:
-        return Match.fail(node, f"{op} is a spatial operation between the conv and the "
-                                f"pooling ({SPATIAL_OPS[op]})")
-    return Match.fail(node, f"{op} is not a supported channel-wise operation")
+    return _same_layout(ctx, node, UNARY[node.op_type], (ctx.operand(node.input[0]),))
+
+
+@_rule(CHANNELWISE_RULES, *UNARY_WITH_ATTRS)
+def _unary_with_attrs(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    fn, defaults = UNARY_WITH_ATTRS[node.op_type]
+    a = ctx.ix.attrs(node)
+    params = {k: a.get(k, v) for k, v in defaults.items()}
+    if isinstance(params.get("approximate"), bytes):
+        params["approximate"] = params["approximate"].decode()
+    return _same_layout(ctx, node, fn, (ctx.operand(node.input[0]),), params)
+
+
+@_rule(CHANNELWISE_RULES, "Cast")
+def _cast(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    if ctx.ix.attrs(node).get("to") not in FLOAT_TYPES:
+        return Match.fail(node, "Cast to a non-float type on the conv -> pooling path")
+    return _same_layout(ctx, node, "identity", (ctx.operand(node.input[0]),))
+
+
+def clip_bounds(ix: GraphIndex, node: onnx.NodeProto) -> Match[dict]:
+    """Clip's ``{"lo", "hi"}`` from attributes (opset < 11) or constant inputs."""
+    a = ix.attrs(node)
+    bounds = [a.get("min", -np.inf), a.get("max", np.inf)]
+    for i in (1, 2):
+        if len(node.input) > i and node.input[i]:
+            v = ix.const(node.input[i])
+            if v is None:
+                return Match.fail(node, "Clip bound is not a constant")
+            bounds[i - 1] = float(v)
+    return Match({"lo": float(bounds[0]), "hi": float(bounds[1])})
+
+
+@_rule(CHANNELWISE_RULES, "Clip")
+def _clip(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    m = clip_bounds(ctx.ix, node)
+    if not m:
+        return Match.fail(m.node, m.reason)
+    if node.input[0] not in ctx.dep:
+        return Match.fail(node, "the conv output reaches Clip only through its bounds")
+    return _same_layout(ctx, node, "clip", (Operand("dep", node.input[0]),), m.value)
+
+
+@_rule(CHANNELWISE_RULES, *BINARY)
+def _binary(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    op = node.op_type
+    if len(node.input) != 2:
+        return Match.fail(node, f"{op} with {len(node.input)} inputs is not supported")
+    ops = [ctx.operand(i) for i in node.input]
+    if op in ("Pow", "PRelu") and ops[1].kind != "const":
+        return Match.fail(node, f"{op} needs a constant second input")
+    if op in ("Pow", "PRelu") and ops[0].kind != "dep":
+        return Match.fail(node, f"{op} of a constant by a conv-dependent tensor")
+    if op == "Pow" and ops[1].value.size != 1:
+        return Match.fail(node, "Pow with a non-scalar exponent")
+    bad = _check_operands(ctx, node, ops)
+    if bad is not None:
+        return bad
+    if op == "Pow":
+        return _same_layout(ctx, node, "pow", tuple(ops[:1]),
+                            {"k": float(ops[1].value.reshape(-1)[0])})
+    return _same_layout(ctx, node, BINARY[op], tuple(ops))
+
+
+@_rule(CHANNELWISE_RULES, "BatchNormalization")
+def _batchnorm(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    if ctx.layout[1] != 1 and not ctx.ix.attrs(node).get("training_mode", 0):
+        return Match.fail(node, "BatchNormalization over an axis that is not the conv's "
+                                "channel axis")
+    m = batchnorm_fold(ctx.ix, node)
+    if m and node.input[0] not in ctx.dep:
+        m = Match.fail(node, "BatchNormalization with non-constant statistics")
+    if not m:
+        return Match.fail(m.node, m.reason)
+    shape = (-1,) + (1,) * (len(ctx.layout) - 2)
+    return _same_layout(ctx, node, "affine", (
+        Operand("dep", node.input[0]), Operand("const", "bn_scale", m.value.scale.reshape(shape)),
+        Operand("const", "bn_shift", m.value.shift.reshape(shape))))
+
+
+@_rule(CHANNELWISE_RULES, "Transpose")
+def _transpose(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    perm = ctx.ix.attrs(node).get("perm", list(range(len(ctx.layout)))[::-1])
+    layout = tuple(ctx.layout[i] for i in perm)
+    if layout[0] != 0:
+        return Match.fail(node, "Transpose moves the batch axis")
+    step = Step(GraphIndex.node_name(node), "transpose", (Operand("dep", node.input[0]),),
+                node.output[0], {"perm": tuple(int(p) for p in perm)})
+    return Match(ChannelStep(step, layout))
 
 
 SPATIAL_OPS = {
@@ -244,8 +326,8 @@ SPATIAL_OPS = {
 # Pooling
 
 
-def pooling_axes(ix: GraphIndex, node: onnx.NodeProto, rank: int) -> Match:
-    """Axes averaged by a pooling node (value: sorted tuple), or why it is not global mean."""
+def pooling_axes(ix: GraphIndex, node: onnx.NodeProto, rank: int) -> Match[tuple[int, ...]]:
+    """Axes averaged by a pooling node (sorted), or why it is not a global mean."""
     op = node.op_type
     a = ix.attrs(node)
     if op == "GlobalAveragePool":
@@ -317,84 +399,30 @@ def _feature_vector(v: np.ndarray, size: int) -> np.ndarray | None:
     return np.broadcast_to(v.reshape(-1), (size,)) if v.size == 1 else v.reshape(-1)
 
 
-def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Match:
-    """Fold one node after the pooling into the affine map ``f`` (value: new Affine)."""
+@dataclass(frozen=True)
+class PoolCtx:
+    """What an after-pooling rule may look at: the graph, the tensor holding the (transformed)
+    pooled features, and the affine map folded so far."""
+
+    ix: GraphIndex
+    cur: str
+    f: Affine
+
+    def consts(self, node: onnx.NodeProto) -> dict[str, np.ndarray | None]:
+        """The node's other inputs (not ``cur``) and their constant values (None if not)."""
+        return {i: self.ix.const(i) for i in node.input if i and i != self.cur}
+
+
+AfterPoolRule = Callable[[PoolCtx, onnx.NodeProto], Match[Affine]]
+AFTER_POOL_RULES: dict[str, AfterPoolRule] = {}
+
+
+def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Match[Affine]:
+    """Fold one node after the pooling into the affine map ``f``."""
     op = node.op_type
-    a = ix.attrs(node)
-    out = f.weight.shape[0]
-    others = [i for i in node.input if i and i != cur]
-    consts = {i: ix.const(i) for i in others}
-    if op in RESHAPES or (op == "Cast" and a.get("to") in FLOAT_TYPES):
-        if op == "Transpose" or op == "Reshape":
-            shape = ix.static_dims(node.output[0])
-            if shape is not None and sum(1 for d in shape[1:] if d != 1) > 1:
-                return Match.fail(node, f"{op} spreads the pooled features over several axes")
-        return Match(f)
-    if op == "Gemm":
-        if node.input[0] != cur or a.get("transA", 0):
-            return Match.fail(node, "Gemm does not take the pooled features as its A input")
-        b = consts.get(node.input[1])
-        if b is None:
-            return Match.fail(node, "Gemm weight is not a constant")
-        b = b.T if a.get("transB", 0) else b
-        if b.shape[0] != out:
-            return Match.fail(node, f"Gemm weight {b.shape} does not fit {out} features")
-        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-        bias = 0.0
-        if len(node.input) > 2 and node.input[2]:
-            c = consts.get(node.input[2])
-            if c is None:
-                return Match.fail(node, "Gemm bias is not a constant")
-            vec = _feature_vector(c, b.shape[1])
-            if vec is None:
-                return Match.fail(node, f"Gemm bias of shape {c.shape} is not per-class")
-            bias = beta * vec
-        return Match(f.then(alpha * b.T, bias))
-    if op == "MatMul":
-        if node.input[0] != cur:
-            return Match.fail(node, "MatMul does not take the pooled features on the left")
-        b = consts.get(node.input[1])
-        if b is None or b.ndim != 2:
-            return Match.fail(node, "MatMul weight is not a constant matrix")
-        if b.shape[0] != out:
-            return Match.fail(node, f"MatMul weight {b.shape} does not fit {out} features")
-        return Match(f.then(b.T))
-    if op == "Conv":
-        k = consts.get(node.input[1])
-        shape = ix.static_dims(cur)
-        if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
-            return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
-        if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
-            return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")
-        bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
-        if bias is None:
-            return Match.fail(node, "Conv bias is not a constant")
-        return Match(f.then(k[:, :, 0, 0], bias))
-    if op in ("Add", "Sub", "Mul", "Div"):
-        (other,) = others or [None]
-        c = consts.get(other) if other else None
-        if c is None:
-            return Match.fail(node, f"{op} after the pooling with a non-constant operand")
-        vec = _feature_vector(c, out)
-        if vec is None:
-            return Match.fail(node, f"{op} constant of shape {c.shape} is not per-feature")
-        if op == "Add":
-            return Match(Affine(f.weight, f.bias + vec))
-        if op == "Sub":
-            return Match(Affine(f.weight, f.bias - vec) if node.input[0] == cur
-                         else f.scaled(-1.0, vec))
-        if op == "Mul":
-            return Match(f.scaled(vec))
-        if node.input[0] != cur:
-            return Match.fail(node, "Div of a constant by the pooled features is not linear")
-        return Match(f.scaled(1.0 / vec))
-    if op == "BatchNormalization":
-        vals = [consts.get(i) for i in node.input[1:5]]
-        if any(v is None for v in vals):
-            return Match.fail(node, "BatchNormalization with non-constant statistics")
-        scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
-        s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
-        return Match(f.scaled(s, shift - mean * s))
+    rule = AFTER_POOL_RULES.get(op)
+    if rule is not None:
+        return rule(PoolCtx(ix, cur, f), node)
     if op == "LayerNormalization":
         return Match.fail(node, "LayerNormalization after the pooling (ConvNeXt-style head) is "
                                 "not linear in the pooled features")
@@ -402,6 +430,104 @@ def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Ma
         return Match.fail(node, f"{op} after the pooling: the head after pooling is non-linear "
                                 "(an MLP), only an affine classifier is supported")
     return Match.fail(node, f"{op} after the pooling is not a supported linear classifier op")
+
+
+@_rule(AFTER_POOL_RULES, *RESHAPES, "Cast")
+def _reshape(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+    op = node.op_type
+    if op == "Cast" and ctx.ix.attrs(node).get("to") not in FLOAT_TYPES:
+        return Match.fail(node, "Cast after the pooling is not a supported linear classifier op")
+    if op in ("Transpose", "Reshape"):
+        shape = ctx.ix.static_dims(node.output[0])
+        if shape is not None and sum(1 for d in shape[1:] if d != 1) > 1:
+            return Match.fail(node, f"{op} spreads the pooled features over several axes")
+    return Match(ctx.f)
+
+
+@_rule(AFTER_POOL_RULES, "Gemm")
+def _gemm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+    a = ctx.ix.attrs(node)
+    consts = ctx.consts(node)
+    out = ctx.f.weight.shape[0]
+    if node.input[0] != ctx.cur or a.get("transA", 0):
+        return Match.fail(node, "Gemm does not take the pooled features as its A input")
+    b = consts.get(node.input[1])
+    if b is None:
+        return Match.fail(node, "Gemm weight is not a constant")
+    b = b.T if a.get("transB", 0) else b
+    if b.shape[0] != out:
+        return Match.fail(node, f"Gemm weight {b.shape} does not fit {out} features")
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    bias = 0.0
+    if len(node.input) > 2 and node.input[2]:
+        c = consts.get(node.input[2])
+        if c is None:
+            return Match.fail(node, "Gemm bias is not a constant")
+        vec = _feature_vector(c, b.shape[1])
+        if vec is None:
+            return Match.fail(node, f"Gemm bias of shape {c.shape} is not per-class")
+        bias = beta * vec
+    return Match(ctx.f.then(alpha * b.T, bias))
+
+
+@_rule(AFTER_POOL_RULES, "MatMul")
+def _matmul(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+    out = ctx.f.weight.shape[0]
+    if node.input[0] != ctx.cur:
+        return Match.fail(node, "MatMul does not take the pooled features on the left")
+    b = ctx.consts(node).get(node.input[1])
+    if b is None or b.ndim != 2:
+        return Match.fail(node, "MatMul weight is not a constant matrix")
+    if b.shape[0] != out:
+        return Match.fail(node, f"MatMul weight {b.shape} does not fit {out} features")
+    return Match(ctx.f.then(b.T))
+
+
+@_rule(AFTER_POOL_RULES, "Conv")
+def _conv_1x1(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+    a = ctx.ix.attrs(node)
+    consts = ctx.consts(node)
+    k = consts.get(node.input[1])
+    shape = ctx.ix.static_dims(ctx.cur)
+    if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
+        return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
+    if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
+        return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")
+    bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
+    if bias is None:
+        return Match.fail(node, "Conv bias is not a constant")
+    return Match(ctx.f.then(k[:, :, 0, 0], bias))
+
+
+@_rule(AFTER_POOL_RULES, "Add", "Sub", "Mul", "Div")
+def _arith(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+    op, f = node.op_type, ctx.f
+    consts = ctx.consts(node)
+    (other,) = list(consts) or [None]
+    c = consts.get(other) if other else None
+    if c is None:
+        return Match.fail(node, f"{op} after the pooling with a non-constant operand")
+    vec = _feature_vector(c, f.weight.shape[0])
+    if vec is None:
+        return Match.fail(node, f"{op} constant of shape {c.shape} is not per-feature")
+    if op == "Add":
+        return Match(Affine(f.weight, f.bias + vec))
+    if op == "Sub":
+        return Match(Affine(f.weight, f.bias - vec) if node.input[0] == ctx.cur
+                     else f.scaled(-1.0, vec))
+    if op == "Mul":
+        return Match(f.scaled(vec))
+    if node.input[0] != ctx.cur:
+        return Match.fail(node, "Div of a constant by the pooled features is not linear")
+    return Match(f.scaled(1.0 / vec))
+
+
+@_rule(AFTER_POOL_RULES, "BatchNormalization")
+def _batchnorm_1d(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+    m = batchnorm_fold(ctx.ix, node)
+    if not m:
+        return Match.fail(m.node, m.reason)
+    return Match(ctx.f.scaled(m.value.scale, m.value.shift))
 
 
 NONLINEAR_AFTER_POOL = (set(UNARY) | set(UNARY_WITH_ATTRS) | {"Clip"}) - {"Identity", "Dropout"}
