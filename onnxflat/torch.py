@@ -102,16 +102,17 @@ def _batches(data, y) -> tuple[object, Iterable]:
 def measure(model, data, y=None, *, exporter: str = "torchscript", opset: int | None = None,
             batch_size: int = api.DEFAULT_BATCH_SIZE, kappa: bool = True,
             device: str = "auto", threads: int | None = None,
-            per_sample: bool = False, name: str | None = None) -> Result:
+            per_sample: bool = False, name: str | None = None, save=None) -> Result:
     """Exact flatness of an ``nn.Module``'s head on labelled data.
 
     ``data``: inputs ``(N, ...)`` (tensor or array) with labels ``y`` ``(N,)``, or, with
     ``y`` None, an iterable of ``(x_batch, y_batch)`` such as a ``DataLoader`` (batches as
     it gives them; ``batch_size`` applies to arrays). The module is exported with
     :func:`export` (``exporter``, ``opset``) and measured like the CLI measures a file;
-    ``name`` is ``Result.model`` (default ``torch:<class name>``)."""
+    ``name`` is ``Result.model`` (default ``torch:<class name>``); ``save``: also write the
+    exported file there."""
     example, batches = _batches(data, y)
-    proto = export(model, example, exporter=exporter, opset=opset)
+    proto = export(model, example, exporter=exporter, opset=opset, path=save)
     kwargs = dict(kappa=kappa, device=device, threads=threads, per_sample=per_sample)
     if batches is None:
         res = api.measure(proto, to_numpy(data), to_numpy(y), batch_size=batch_size, **kwargs)
