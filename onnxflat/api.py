@@ -52,7 +52,7 @@ def measure(model: str | os.PathLike | onnx.ModelProto, x=None, y=None, *,
             raise DataError("give x and y (or an ArrayDataset), or batches")
         else:
             ds = ArrayDataset(x if hasattr(x, "shape") else np.asarray(x), y)
-        ds.check_fits(head.input_shape, head.classifier.num_classes)
+        ds.check_fits(head.input_shape, head.num_classes)
         batches = ((xb, yb) for _, xb, yb in ds.batches(batch_size))
         rows = ds.index
     else:
@@ -64,7 +64,7 @@ def measure(model: str | os.PathLike | onnx.ModelProto, x=None, y=None, *,
     res = acc.result(model=name, provider=extractor.provider)
     if sink is not None:
         res.per_sample = sink.table(rows)
-    warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes)
+    warn_if_near_chance(res.accuracy, res.n_samples, head.num_classes)
     return res
 
 
@@ -108,6 +108,6 @@ def accumulate(extractor: Extractor, batches: Iterable[tuple[np.ndarray, np.ndar
 def _checked(batches, head: Head):
     for xb, yb in batches:
         ds = ArrayDataset(np.asarray(xb), np.asarray(yb), "batch")
-        ds.check_fits(head.input_shape, head.classifier.num_classes)
+        ds.check_fits(head.input_shape, head.num_classes)
         for _, x, y in ds.batches(len(ds)):
             yield x, y

@@ -86,7 +86,8 @@ class Partial:
 
     def result(self) -> Result:
         summary = self.meta["head"]["summary"]
-        head = HeadSummary(summary["description"], tuple(map(tuple, summary["layers"])))
+        head = HeadSummary(summary["description"], tuple(map(tuple, summary["layers"])),
+                           summary.get("classifier"))
         return assemble(self.moments, head, self.meta["options"]["kappa"],
                         self.meta["model"]["path"], self.meta.get("provider"))
 
@@ -182,7 +183,7 @@ def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1)
     head, extractor = _session(path, sha, device, threads)
     data = data.fit(head.input_shape)
     ds = data.open()
-    ds.check_fits(head.input_shape, head.classifier.num_classes)
+    ds.check_fits(head.input_shape, head.num_classes)
     start, stop = shard.bounds(len(ds))
     if stop == start:
         raise OnnxflatError(f"shard {shard} of {data.name} is empty: it has {len(ds)} "
@@ -196,7 +197,8 @@ def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1)
         "model": {"path": path, "sha256": sha},
         "head": {"sha256": head_digest(head),
                  "summary": {"description": summary.description,
-                             "layers": [list(x) for x in summary.layers]}},
+                             "layers": [list(x) for x in summary.layers],
+                             "classifier": summary.classifier}},
         "options": {"kappa": kappa},
         "data": {"name": data.name, "source": data.describe(), "sha256": data.fingerprint(), "n_total": len(ds)},
         "shard": {"index": shard.index, "count": shard.count, "start": start, "stop": stop},

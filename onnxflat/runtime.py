@@ -237,7 +237,7 @@ class Extractor:
         """The head's tensors keep the batch axis first, and the pooling yields the
         classifier's features; else the graph does something the analysis did not see."""
         head = self.head
-        names = {head.pooling.output, head.classifier.logits}
+        names = {head.pooling.output, head.after.logits}
         names |= {t for layer in head.layers for t in (layer.conv.input, layer.conv.output)}
         for name in sorted(names & out.keys()):
             if out[name].shape[:1] != (n,):

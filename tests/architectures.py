@@ -127,7 +127,7 @@ class SEInvertedNet(nn.Module):
 
 
 def MobileNetV3(classes=5):  # noqa: N802 - a model constructor, like torchvision's
-    """Its classifier is an MLP (Linear, Hardswish, Dropout, Linear): refused."""
+    """Its head after the pooling is an MLP (Linear, Hardswish, Dropout, Linear)."""
     return SEInvertedNet(nn.Hardswish, nn.ReLU, nn.ReLU, nn.Hardsigmoid, 2, 3, nn.Sequential(
         nn.Linear(24, 32), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(32, classes)))
 
@@ -281,7 +281,7 @@ class Arch:
     # qualifying head: {conv node name fragment: step fns}; None for a refusal
     layers: dict | None = None
     classifier: str = "linear"  # "linear" or "none"
-    refusal: tuple[str, str] | None = None  # (op type of the named node, reason fragment)
+    refusal: tuple[str, str] | None = None  # (the named node, reason fragment)
     measure: bool = False  # compare measure with autograd (kept to the cheap ones)
     params: tuple[str, ...] = ()
 
@@ -290,7 +290,8 @@ ARCHS = [
     Arch("resnet", ResNet, {"/layer2/layer2.1/conv2/Conv": ("affine", "add", "relu")}),
     Arch("mobilenet_v2", MobileNetV2, {"/features/features.4/features.4.0/Conv":
                                        ("affine", "clip")}),
-    Arch("mobilenet_v3", MobileNetV3, refusal=("HardSwish", "non-linear (an MLP)")),
+    Arch("mobilenet_v3", MobileNetV3, {"/features/features.3/features.3.0/Conv":
+                                       ("affine", "hard_swish")}),
     Arch("efficientnet", EfficientNet, {"/features/features.3/features.3.0/Conv":
                                         ("affine", "sigmoid", "mul")},
          measure=True, params=("features.3.0.weight",)),
@@ -302,8 +303,10 @@ ARCHS = [
                             ("affine", "add", "relu")}),
     Arch("squeezenet", SqueezeNet, {"/classifier/classifier.1/Conv": ("relu",)},
          classifier="none"),
-    Arch("convnext", ConvNeXt, refusal=("LayerNormalization",
-                                        "LayerNormalization after the pooling")),
+    # the last pointwise layers are Linear on NHWC tensors (MatMul), not yet a head layer
+    Arch("convnext", ConvNeXt, refusal=("/features/features.3/block/block.0/Conv",
+                                        "Conv is a spatial operation between the conv and "
+                                        "the pooling")),
 ]
 
 

@@ -50,11 +50,33 @@ def assert_measure_matches(framework: str, entry: dict, tol: float = 1e-5) -> No
         layer = got[ref["onnx_conv"]]
         for key in ("trace", "kappa", "kappa_layerwise"):
             assert rel(getattr(layer, key), ref[key]) < tol, (key, getattr(layer, key), ref[key])
-    for key in ("trace", "kappa"):
+    # A reference taken w.r.t. a folded weight s W (a per-feature scale s before the Linear,
+    # Paddle's inference dropout) has trace / s^2 of the stored W's; kappa is the same.
+    s = entry["classifier"].get("input_scale_folded", 1.0)
+    for key, want in (("trace", entry["classifier"]["trace"] * s * s),
+                      ("kappa", entry["classifier"]["kappa"])):
         value = getattr(res.classifier, key)
-        assert rel(value, entry["classifier"][key]) < tol, (key, value)
+        assert rel(value, want) < tol, (key, value, want)
     assert rel(res.loss, entry["loss"]) < tol
     assert res.accuracy == pytest.approx(entry["accuracy"])
+
+
+def assert_after_pool(framework: str, entry: dict, kinds: tuple[str, ...],
+                      classifier: tuple[str, ...]) -> None:
+    """The head after the pooling reads as ``kinds`` (op class names) with the classifier
+    layer of nodes ``classifier``, and measuring it reproduces the model's own logits (the
+    accumulator checks them) with finite measures."""
+    path = ROOT / framework / entry["file"]
+    after = analyze(path).after
+    assert tuple(type(op).__name__ for op in after.ops) == kinds
+    assert after.classifier_layer.nodes == classifier
+    x, y = data(framework)
+    if "input_hw" in entry:  # a model for larger images than the shared data
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((len(y), 3, entry["input_hw"], entry["input_hw"]), np.float32)
+    res = onnxflat.measure(path, x, y, batch_size=10)
+    values = [v for layer in res.layers for v in (layer.trace, layer.kappa)]
+    assert np.all(np.isfinite(values + [res.classifier.trace, res.classifier.kappa]))
 
 
 def assert_refusal(framework: str, entry: dict, node: str | None, reason: str) -> None:

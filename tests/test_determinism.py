@@ -99,7 +99,7 @@ def test_split_keeps_tensors_without_batch_axis_whole():
     steps = (Step("scale", "mul", (Operand("dep", "z"), Operand("fetch", "s")), "zs"),
              Step("act", "relu", (Operand("dep", "zs"),), "h"))
     head = Head("m", "x", base.input_shape, "float32", (Layer(conv, steps),), base.pooling,
-                base.classifier)
+                base.after)
     tensors = tensors_for(head, 9, 4)
     tensors["s"] = np.linspace(0.5, 2.0, 16, dtype=np.float32).reshape(1, 16, 1, 1)
     y = np.arange(9) % 40

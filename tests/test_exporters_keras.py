@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from onnxflat.cli import main
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_measure_matches, assert_refusal, references, rel
+from .exported import (ROOT, assert_after_pool, assert_measure_matches, assert_refusal, references,
+                       rel)
 
 FIXTURES = ROOT / "keras"
 REFS = references("keras")
@@ -52,8 +53,6 @@ REFUSALS = {
     "refuse_maxpool_before_gap": ("refuse_maxpool_before_gap_1/max_pooling2d_1/MaxPool2d",
                                   "MaxPool is a spatial operation between the conv and the "
                                   "pooling"),
-    "refuse_mlp_after_gap": ("refuse_mlp_after_gap_1/hidden_1/Relu",
-                             "the head after pooling is non-linear"),
     "refuse_flatten_dense": (None, "no global average pooling"),
     "refuse_global_max_pool": ("refuse_global_max_pool_1/global_max_pooling2d_1/Max",
                                "GlobalMaxPool is not a global average pooling"),
@@ -64,8 +63,21 @@ REFUSALS = {
 }
 
 
+# Fixtures once refused for an MLP after the pooling, now measured: the head after the pooling
+# as the analyzer reads it (op kinds in order) and the classifier layer's nodes.
+AFTER_POOL = {"refuse_mlp_after_gap": (("Dense", "Pointwise", "Dense"),
+                                       ("refuse_mlp_after_gap_1/dense_1/MatMul",
+                                        "refuse_mlp_after_gap_1/dense_1/BiasAdd"))}
+
+
+@pytest.mark.parametrize("name", sorted(AFTER_POOL))
+def test_keras_mlp_head_is_measured(name):
+    assert_after_pool("keras", REFS[name], *AFTER_POOL[name])
+
+
 def test_fixtures_are_tf2onnx_exports():
-    assert set(HEADS) == set(MEASURED) and set(REFUSALS) | set(MEASURED) == set(REFS)
+    assert set(HEADS) == set(MEASURED)
+    assert set(REFUSALS) | set(MEASURED) | set(AFTER_POOL) == set(REFS)
     opsets = set()
     for name, entry in REFS.items():
         m = onnx.load(FIXTURES / entry["file"])
@@ -88,11 +100,11 @@ def test_keras_head_detected(name):
         ref["onnx_conv"] for ref in entry["layers"])
     assert head.pooling.op == pool_op
     assert all(layer.layout == layout for layer in head.layers)
-    assert (head.classifier.softmax is not None) == softmax
+    assert (head.after.softmax is not None) == softmax
     ops = {n.name: n.op_type for n in onnx.load(FIXTURES / entry["file"]).graph.node}
     # with a fixed batch size tf2onnx fuses the Dense MatMul + Add into a Gemm
     dense = ["Gemm"] if name == "relu6_fixed_batch" else ["MatMul", "Add"]
-    assert [ops[n] for n in head.classifier.nodes] == dense
+    assert [ops[n] for n in head.after.nodes] == dense
     if fns is None:  # Concatenate([4 channels, 3 channels])
         assert sorted(layer.channel_offset for layer in head.layers) == [0, 4]
     else:
@@ -120,5 +132,5 @@ def test_keras_cli_measure_and_inspect(tmp_path):
     res = json.loads(out.read_text())
     assert rel(res["layers"][0]["kappa"], entry["layers"][0]["kappa"]) < 1e-5
     assert rel(res["classifier"]["trace"], entry["classifier"]["trace"]) < 1e-5
-    r = CliRunner().invoke(main, ["inspect", str(FIXTURES / REFS["refuse_mlp_after_gap"]["file"])])
-    assert r.exit_code == 2 and "hidden_1/Relu" in r.output
+    r = CliRunner().invoke(main, ["inspect", str(FIXTURES / REFS["refuse_global_max_pool"]["file"])])
+    assert r.exit_code == 2 and "global_max_pooling2d_1/Max" in r.output

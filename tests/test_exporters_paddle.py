@@ -12,7 +12,7 @@ import pytest
 
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_measure_matches, assert_refusal, references
+from .exported import ROOT, assert_after_pool, assert_measure_matches, assert_refusal, references
 
 FIXTURES = ROOT / "paddle"
 REFS = references("paddle")
@@ -35,15 +35,29 @@ HEADS = {
 
 REFUSALS = {
     "refuse_maxpool_before_gap": ("MaxPool.0", "MaxPool is a spatial operation"),
-    "refuse_mobilenetv3_head": ("HardSigmoid.2", "the head after pooling is non-linear"),
     "refuse_se_block": ("GlobalAveragePool.0", "squeeze-excitation"),
-    # paddle.vision.models.mobilenet_v3_small: pool -> 1x1 conv -> hardswish -> dropout -> FC
-    "refuse_vision_mobilenet_v3_small": ("HardSigmoid.45", "the head after pooling is non-linear"),
 }
 
 
+# Fixtures once refused for a non-linear head after the pooling, now measured: the ops after
+# the pooling as read (the 1x1 conv and the Linear with their bias Adds, hardswish as
+# HardSigmoid * x, inference dropout as a Mul by 0.8) and the classifier layer's nodes.
+AFTER_POOL = {
+    "refuse_mobilenetv3_head": (("Dense", "Pointwise", "Dense"), ("MatMul.0", "Add.4")),
+    # paddle.vision.models.mobilenet_v3_small: pool -> 1x1 conv -> hardswish -> dropout -> FC
+    "refuse_vision_mobilenet_v3_small": (("Dense", "Pointwise", "Dense"),
+                                         ("MatMul.1", "Add.52")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFTER_POOL))
+def test_paddle_mobilenetv3_heads_are_measured(name):
+    assert_after_pool("paddle", REFS[name], *AFTER_POOL[name])
+
+
 def test_fixtures_are_paddle2onnx_exports():
-    assert set(HEADS) == set(MEASURED) and set(REFUSALS) | set(MEASURED) == set(REFS)
+    assert set(HEADS) == set(MEASURED)
+    assert set(REFUSALS) | set(MEASURED) | set(AFTER_POOL) == set(REFS)
     opsets = set()
     for entry in REFS.values():
         m = onnx.load(FIXTURES / entry["file"])
@@ -64,8 +78,8 @@ def test_paddle_head_detected(name):
     assert layer.conv.node == entry["layers"][0]["onnx_conv"]
     assert head.pooling.op == pool_op
     assert [s.fn for s in layer.steps if s.fn not in ("identity", "transpose")] == fns
-    assert [n.split(".")[0] for n in head.classifier.nodes] == classifier
-    assert (head.classifier.softmax is not None) == softmax
+    assert [n.split(".")[0] for n in head.after.nodes] == classifier
+    assert (head.after.softmax is not None) == softmax
 
 
 @pytest.mark.parametrize("name", MEASURED)

@@ -29,12 +29,13 @@ def test_analyzer_reads_head(v):
     offsets = v.offsets or (0,) * len(v.convs)
     assert tuple(layer.channel_offset for layer in head.layers) == offsets
     assert head.pooling.op == v.pool
-    assert bool(head.classifier.nodes) == (v.fc is not None)
-    assert head.classifier.num_classes == CLASSES if v.fc else True
+    assert (head.after.classifier is not None) == (v.fc is not None)
+    assert bool(head.after.nodes) == (v.fc is not None)
+    assert head.num_classes == (CLASSES if v.fc else head.num_features)
     softmax_op = None
-    if head.classifier.softmax:
+    if head.after.softmax:
         softmax_op = next(n.op_type for n in proto.graph.node
-                          if (n.name or "") == head.classifier.softmax)
+                          if (n.name or "") == head.after.softmax)
     assert softmax_op == v.softmax
 
 
@@ -54,6 +55,7 @@ def test_measure_matches_autograd(v, tmp_path):
         trace, kappa = hessian_measures(copy.deepcopy(ref), x, y, param)
         assert rel(got.trace, trace) < v.tol, (param, got.trace, trace)
         assert rel(got.kappa, kappa) < v.tol, (param, got.kappa, kappa)
+    assert (res.classifier is None) == (v.fc is None)
     if v.fc:
         trace, kappa = hessian_measures(copy.deepcopy(ref), x, y, v.fc)
         assert rel(res.classifier.trace, trace / v.fc_scale ** 2) < v.tol

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxflat.graph.head import Classifier, Conv, Head, Layer, Operand, Pooling, Step
+from onnxflat.graph.head import AfterPool, Conv, Dense, Head, Layer, Operand, Pooling, Step
 from onnxflat.measures import FlatnessAccumulator, Options
 from onnxflat.measures.dense import kappa_rows
 
@@ -26,7 +26,8 @@ def wide_head(c_in, c_out, classes, k, act, seed=0, confident=0.0) -> Head:
     steps = (Step("act", act, (Operand("dep", "z"),), "h"),)
     bias = rng.standard_normal(classes)
     bias[0] += confident
-    clf = Classifier(rng.standard_normal((classes, c_out)) / np.sqrt(c_out), bias, "logits")
+    w = rng.standard_normal((classes, c_out)) / np.sqrt(c_out)
+    clf = AfterPool(c_out, (Dense(0, w, bias, ("fc",), True, "g"),), "logits", classifier=0)
     return Head("m", "x", ("N", 3, 8, 8), "float32", (Layer(conv, steps),),
                 Pooling("gap", "GlobalAveragePool", "h", "g"), clf)
 
@@ -58,7 +59,8 @@ def test_float32_products_match_float64(c_in, c_out, classes, k, act, confident)
     y = np.arange(12) % classes
     fast, ref = run(head, tensors, y, False), run(head, tensors, y, True)
     if confident:  # every sample must really be peaked, or the case shows nothing
-        f = tensors["g"].astype(np.float64) @ head.classifier.weight.T + head.classifier.bias
+        fc = head.after.classifier_layer
+        f = tensors["g"].astype(np.float64) @ fc.weight.T + fc.bias
         p = np.exp(f - f.max(1, keepdims=True))
         assert np.max(1 - 1 / p.sum(1)) < 1e-4
     lf, lr = fast.layers[0], ref.layers[0]

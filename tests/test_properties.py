@@ -271,7 +271,7 @@ def test_saturated_softmax_keeps_relative_precision(s, scale):
     t = tensors(proto, head, x)
     res = measures(head, t, y).result("m")
     g = np.asarray(t[head.pooling.output]).reshape(s.n, -1)
-    w, b = head.classifier.weight, head.classifier.bias
+    w, b = head.after.compose()
     loss = trace = kappa = 0.0
     with mpmath.workdps(400):  # 1 - p for tails down to float64's 1e-308
         for gi, yi in zip(g, y):

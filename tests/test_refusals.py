@@ -28,7 +28,6 @@ class Body(nn.Module):
         features = {"avg2": 6 * (HW // 2) ** 2, "input_gap": 3, "mean_c": HW * HW,
                     "avg_max": 12}.get(pool, 6)
         self.fc = nn.Linear(features, 5)
-        self.norm = nn.LayerNorm(6)
         self.mid, self.pool, self.tail = mid, pool, tail
 
     def forward(self, x):
@@ -49,10 +48,10 @@ class Body(nn.Module):
              "mean_c": lambda: a.mean(1, keepdim=True),
              "avg_max": lambda: torch.cat([F.adaptive_avg_pool2d(a, 1),
                                            F.adaptive_max_pool2d(a, 1)], 1)}[self.pool]().flatten(1)
-        if self.tail == "mlp":
-            return self.fc(F.relu(self.fc1(g)))
-        if self.tail == "layernorm":
-            return self.fc(self.norm(g))
+        if self.tail == "gate":  # a product of two branches after the pooling
+            return self.fc(g * torch.sigmoid(self.fc1(g)))
+        if self.tail == "softmax":  # attention weights inside the head
+            return self.fc(torch.softmax(self.fc1(g), 1))
         return self.fc(g)
 
 
@@ -73,9 +72,10 @@ CASES = [  # (id, model, (op, index) of the node named, reason fragment)
      "the pooling is not global"),
     ("global_max_pool", lambda: Body(pool="max"), ("MaxPool", 0),
      "not a global average pooling"),
-    ("mlp_after_pooling", lambda: Body(tail="mlp"), ("Relu", 2), "non-linear (an MLP)"),
-    ("layernorm_after_pooling", lambda: Body(tail="layernorm"), ("LayerNormalization", 0),
-     "LayerNormalization after the pooling"),
+    ("gate_after_pooling", lambda: Body(tail="gate"), ("Mul", 0),
+     "Mul of two different branches after the pooling"),
+    ("softmax_inside_head", lambda: Body(tail="softmax"), ("Softmax", 0),
+     "Softmax inside the head after the pooling"),
     ("no_conv_reaches_pooling", lambda: Body(pool="input_gap"), ("GlobalAveragePool", 0),
      "no Conv reaches the pooling"),
     ("int_cast_on_path", lambda: Body("int_cast"), ("Cast", 0), "non-float type"),

@@ -8,7 +8,6 @@ output reaches the logits only through that pooling. Failures name the node and 
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 from dataclasses import dataclass
@@ -17,11 +16,11 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import NCHW, Classifier, Conv, Head, Layer, Operand, Pooling, Step
-from .model import GraphIndex, load_model
-from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
-                       TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
-                       linear_step, pooling_axes)
+from .afterpool import match_after_pool
+from .head import NCHW, AfterPool, Conv, Head, Layer, Operand, Pooling, Step
+from .model import Frontier, GraphIndex, load_model
+from .patterns import (BINARY, NOT_AVERAGE_POOLING, POOLING_OPS, UNARY, UNARY_WITH_ATTRS, Ctx,
+                       Match, channelwise_step, pooling_axes)
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class HeadParts:
 
     layers: tuple[Layer, ...]
     pooling: Pooling
-    classifier: Classifier
+    after: AfterPool
     rejected: tuple[tuple[str, str], ...]
 
 
@@ -65,7 +64,7 @@ def analyze_model(model: onnx.ModelProto, path: str = "<memory>") -> Head:
         if m:
             h = m.value
             return Head(path, inp.name, _dims(inp), _dtype(inp), h.layers, h.pooling,
-                        h.classifier, h.rejected)
+                        h.after, h.rejected)
         failures.append(m)
     if failures:
         raise HeadNotFoundError(failures[0].node, failures[0].reason)
@@ -113,10 +112,10 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match[HeadParts]:
             layers.append(m.value)
         else:
             rejected.append(m)
-    # The classifier is checked first: a non-linear head after the pooling (MLP, LayerNorm)
-    # is the reason a model fails even when its convs would qualify.
+    # The head after the pooling is checked first: an op there that does not fit is the
+    # reason a model fails even when its convs would qualify.
     features = _num_features(ix, pool, layers)
-    m = _match_classifier(ix, pool, features) if features else None
+    m = match_after_pool(ix, pool, features) if features else None
     if m is not None and not m:
         return m
     if not layers:
@@ -131,7 +130,7 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match[HeadParts]:
         raise HeadNotFoundError(GraphIndex.node_name(pool), "cannot determine the number of "
                                                             "pooled features")
     for layer in layers:
-        if layer.channel_offset + layer.conv.out_channels > m.value.weight.shape[1]:
+        if layer.channel_offset + layer.conv.out_channels > m.value.features:
             return Match.fail(pool, "the conv's channels do not fit the classifier's input")
     pooling = Pooling(GraphIndex.node_name(pool), pool.op_type, pool.input[0], pool.output[0])
     return Match(HeadParts(tuple(layers), pooling, m.value,
@@ -189,7 +188,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto,
     offset = {conv.output: 0}
     width = {conv.output: c_out}
     steps: list[Step] = []
-    frontier = _Frontier(ix, ix.consumers.get(conv.output, []))
+    frontier = Frontier(ix, ix.consumers.get(conv.output, []))
     for node in frontier:
         if node is pool or node.op_type in SHAPE_ONLY:
             continue
@@ -293,83 +292,3 @@ def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> 
     if layers and all(layer.channel_offset == 0 for layer in layers):
         return layers[0].conv.out_channels
     return None
-
-
-def _match_classifier(ix: GraphIndex, pool: onnx.NodeProto,
-                      features: int) -> Match[Classifier]:
-    """Fold the nodes from the pooling output to the logits into one affine map."""
-    cur = pool.output[0]
-    f = Affine(np.eye(features), np.zeros(features), identity=True)
-    folded: list[str] = []
-    while True:
-        consumers = [n for n in ix.consumers.get(cur, []) if n.op_type not in SHAPE_ONLY]
-        is_out = cur in ix.graph_outputs
-        if not consumers:
-            if is_out:
-                return Match(Classifier(f.weight, f.bias, cur, tuple(folded)))
-            return Match.fail(pool, f"the pooled features reach no graph output (stop at "
-                                    f"'{cur}')")
-        if len(consumers) > 1:
-            # x * HardSigmoid(x), x * Sigmoid(x) ...: name the non-linearity, not the fork
-            bad = _nonlinear_downstream(ix, consumers, cur, f)
-            if bad is not None:
-                return bad
-            return Match.fail(consumers[1], f"tensor '{cur}' after the pooling feeds several "
-                                            "nodes; the classifier must be a single chain")
-        node = consumers[0]
-        if node.op_type in TERMINAL:
-            if not _reaches_output(ix, node.output[0]):
-                return Match.fail(node, f"{node.op_type} output is not a graph output")
-            return Match(Classifier(f.weight, f.bias, cur, tuple(folded),
-                                    GraphIndex.node_name(node)))
-        m = linear_step(ix, node, cur, f)
-        if not m:
-            # an unsupported op (e.g. the dynamo exporter's Gather for a permute) in front of
-            # a LayerNorm or activation: the non-linearity is the decisive reason
-            bad = _nonlinear_downstream(ix, [node], cur, f)
-            return m if bad is None else bad
-        f = m.value
-        if node.op_type not in RESHAPES and node.op_type != "Cast":
-            folded.append(GraphIndex.node_name(node))
-        cur = node.output[0]
-
-
-def _nonlinear_downstream(ix: GraphIndex, nodes: list[onnx.NodeProto], cur: str,
-                          f: Affine) -> Match[Affine] | None:
-    """The failure at the first node from ``nodes`` on (graph order) that makes the head
-    after the pooling non-linear (an activation, LayerNormalization), or None."""
-    frontier = _Frontier(ix, nodes)
-    for node in frontier:
-        if node.op_type in NONLINEAR_AFTER_POOL or node.op_type == "LayerNormalization":
-            return linear_step(ix, node, cur, f)
-        for out in node.output:
-            frontier.push(ix.consumers.get(out, []))
-    return None
-
-
-class _Frontier:
-    """Nodes still to visit, each once, in graph (topological) order; ``push`` adds more."""
-
-    def __init__(self, ix: GraphIndex, nodes):
-        self.ix, self.heap, self.seen = ix, [], set()
-        self.push(nodes)
-
-    def push(self, nodes) -> None:
-        for n in nodes:
-            heapq.heappush(self.heap, (self.ix.order[id(n)], id(n), n))
-
-    def __iter__(self):
-        while self.heap:
-            _, key, node = heapq.heappop(self.heap)
-            if key not in self.seen:
-                self.seen.add(key)
-                yield node
-
-
-def _reaches_output(ix: GraphIndex, name: str) -> bool:
-    while name not in ix.graph_outputs:
-        nxt = ix.consumers.get(name, [])
-        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze"):
-            return False
-        name = nxt[0].output[0]
-    return True

@@ -121,29 +121,162 @@ class Pooling:
 
 
 @dataclass(frozen=True)
-class Classifier:
-    """The affine map from pooled features to logits, folded from every linear node.
+class Dense:
+    """An affine map of value ``input``: ``weight @ x + bias`` with weight ``(out, in)``, or
+    ``weight * x + bias`` with weight ``(in,)`` (a per-feature scale: BatchNorm1d, Mul/Div by
+    a constant); bias ``(out,)``; float64.
 
-    weight: ``(C, F)``; bias: ``(C,)``. ``logits`` is the tensor holding ``weight @ g + bias``
-    (before any trailing Softmax/LogSoftmax, named in ``softmax``). ``nodes`` lists the
-    folded nodes; an empty tuple means no classifier (logits are the pooled features).
+    stored: the matrix is a weight stored in the file (Gemm, MatMul, 1x1 Conv on the pooled
+    map; later constant Add/Sub only move the bias), so the classifier measures may refer to
+    it. ``input_name``: the ONNX tensor the layer reads.
     """
 
+    input: int
     weight: np.ndarray
     bias: np.ndarray
+    nodes: tuple[str, ...]
+    stored: bool
+    input_name: str = ""
+
+    @property
+    def out_features(self) -> int:
+        return int(self.bias.shape[0])
+
+    def describe(self) -> str:
+        if self.weight.ndim == 1:
+            return f"scale+shift [{'+'.join(self.nodes)}]"
+        o, i = self.weight.shape
+        return f"linear {i}->{o} [{'+'.join(self.nodes)}]"
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    """An elementwise function of value ``input`` (the ONNX tensor ``source``), as the steps of
+    :mod:`onnxflat.measures.jets` from ``source`` to ``output`` (Relu, Hardswish, x*Sigmoid(x),
+    the GELU spellings...); constants broadcast per feature."""
+
+    input: int
+    source: str
+    steps: tuple[Step, ...]
+    output: str
+
+    def describe(self) -> str:
+        fns = [s.fn for s in self.steps if s.fn != "identity"]
+        return " -> ".join(fns) if fns else "identity"
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """``scale * (x - mean x) / sqrt(var x + epsilon) + bias`` over the features of value
+    ``input``; scale, bias ``(F,)`` float64 (native LayerNormalization or its decomposed
+    ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div spelling)."""
+
+    input: int
+    scale: np.ndarray
+    bias: np.ndarray
+    epsilon: float
+    nodes: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"layernorm {self.scale.shape[0]} [{'+'.join(self.nodes)}]"
+
+
+@dataclass(frozen=True)
+class Residual:
+    """The sum of two values (a residual connection inside the head)."""
+
+    inputs: tuple[int, int]
+    node: str
+
+    def describe(self) -> str:
+        return f"add(v{self.inputs[0]}, v{self.inputs[1]}) [{self.node}]"
+
+
+HeadOp = Dense | Pointwise | LayerNorm | Residual
+
+
+@dataclass(frozen=True)
+class AfterPool:
+    """The map from the pooled features g ``(F,)`` to the logits, in SSA form: value 0 is g
+    (flattened), op k reads earlier values and produces value k + 1; the last value holds
+    the logits (tensor ``logits``, before a trailing Softmax/LogSoftmax named ``softmax``).
+
+    classifier: index of the op whose stored weight the classifier measures refer to (the
+    last stored :class:`Dense`, followed only by affine ops), or None (no classifier: the
+    logits are the pooled features, SqueezeNet-style, or no such layer).
+    """
+
+    features: int
+    ops: tuple[HeadOp, ...]
     logits: str
-    nodes: tuple[str, ...] = ()
     softmax: str | None = None
+    classifier: int | None = None
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Length of each value (value 0: the pooled features)."""
+        w = [self.features]
+        for op in self.ops:
+            w.append(op.out_features if isinstance(op, Dense) else w[_source(op)])
+        return tuple(w)
 
     @property
     def num_classes(self) -> int:
-        return int(self.weight.shape[0])
+        return self.widths[-1]
+
+    @property
+    def affine(self) -> bool:
+        """A chain of Dense ops only (the fast path: logits affine in g)."""
+        return all(isinstance(op, Dense) and op.input == k for k, op in enumerate(self.ops))
+
+    def compose(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Dense ops ``start..stop`` of an affine chain as one map ``(W, c)``, W ``(out, in)``."""
+        ops = self.ops[start:stop]
+        w = np.eye(self.widths[start])
+        c = np.zeros(self.widths[start])
+        for op in ops:
+            if op.weight.ndim == 1:
+                w, c = op.weight[:, None] * w, op.weight * c + op.bias
+            else:
+                w, c = op.weight @ w, op.weight @ c + op.bias
+        return w, c
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The ONNX nodes of every op, in order."""
+        out: list[str] = []
+        for op in self.ops:
+            if isinstance(op, Pointwise):
+                out += [s.node for s in op.steps]
+            elif isinstance(op, Residual):
+                out.append(op.node)
+            else:
+                out += list(op.nodes)
+        return tuple(out)
+
+    @property
+    def classifier_layer(self) -> Dense | None:
+        return None if self.classifier is None else self.ops[self.classifier]
 
     def describe(self) -> str:
-        c, f = self.weight.shape
-        what = "+".join(self.nodes) if self.nodes else "none (logits = pooled features)"
-        sm = f" -> {self.softmax}" if self.softmax else ""
-        return f"linear {f}->{c} [{what}]{sm}"
+        if not self.ops:
+            text = f"no classifier (logits = the {self.features} pooled features)"
+        else:
+            text = " -> ".join(op.describe() for op in self.ops)
+        return text + (f" -> {self.softmax}" if self.softmax else "")
+
+    def describe_classifier(self) -> str:
+        """Which layer the classifier measures refer to."""
+        layer = self.classifier_layer
+        if layer is None:
+            return "none (no stored classifier weight after the pooling: classifier measures " \
+                   "not defined)"
+        o, i = layer.weight.shape
+        return f"{'+'.join(layer.nodes)} (weight {o}x{i}, input '{layer.input_name}')"
+
+
+def _source(op: HeadOp) -> int:
+    return op.inputs[0] if isinstance(op, Residual) else op.input
 
 
 @dataclass(frozen=True)
@@ -161,20 +294,24 @@ class Head:
     input_dtype: str
     layers: tuple[Layer, ...]
     pooling: Pooling
-    classifier: Classifier
+    after: AfterPool
     rejected: tuple[tuple[str, str], ...] = ()
 
     @property
     def fetches(self) -> list[str]:
         names = [n for layer in self.layers for n in layer.fetches]
-        names += [self.pooling.output, self.classifier.logits]
+        names += [self.pooling.output, self.after.logits]
         return list(dict.fromkeys(names))
 
     @property
     def num_features(self) -> int:
-        return int(self.classifier.weight.shape[1])
+        return self.after.features
+
+    @property
+    def num_classes(self) -> int:
+        return self.after.num_classes
 
     def describe(self) -> str:
-        """One line per layer: conv, channel-wise steps, pooling, classifier."""
-        tail = f" -> {self.pooling.op} -> {self.classifier.describe()}"
+        """One line per layer: conv, channel-wise steps, pooling, head after the pooling."""
+        tail = f" -> {self.pooling.op} -> {self.after.describe()}"
         return "\n".join(layer.describe() + tail for layer in self.layers)

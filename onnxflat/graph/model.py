@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from functools import cached_property
@@ -270,3 +271,22 @@ class GraphIndex:
             ax = a.get("axis", 1) % max(x.ndim, 1)
             return x.reshape(int(np.prod(x.shape[:ax])), -1)
         return None
+
+
+class Frontier:
+    """Nodes still to visit, each once, in graph (topological) order; ``push`` adds more."""
+
+    def __init__(self, ix: GraphIndex, nodes):
+        self.ix, self.heap, self.seen = ix, [], set()
+        self.push(nodes)
+
+    def push(self, nodes) -> None:
+        for n in nodes:
+            heapq.heappush(self.heap, (self.ix.order[id(n)], id(n), n))
+
+    def __iter__(self):
+        while self.heap:
+            _, key, node = heapq.heappop(self.heap)
+            if key not in self.seen:
+                self.seen.add(key)
+                yield node

@@ -110,16 +110,25 @@ POOLING_NOTES = {
                   "spatial axes in the current layout; any keepdims",
     "AveragePool": "kernel equal to the (static) map size, no padding",
 }
-CLASSIFIER_NOTES = {
+AFTER_POOL_NOTES = {
     "Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Cast":
         "reshapes that keep the features on one axis",
-    "Gemm": "constant B (transB any, transA 0), alpha, beta and a constant C",
-    "MatMul": "pooled features on the left, constant 2-D weight (then Add for the bias)",
-    "Conv": "constant 1x1 kernel, group 1, on the pooled 1x1 map",
-    "Add, Sub, Mul, Div": "by per-feature or scalar constants",
-    "BatchNormalization": "constant statistics (BatchNorm1d after the pooling)",
+    "Gemm": "constant B (transB any, transA 0), alpha, beta and a constant C: a stored weight",
+    "MatMul": "features on the left, constant 2-D weight (a following constant Add is its bias)",
+    "Conv": "constant 1x1 kernel, group 1, on the pooled 1x1 map (timm conv_head)",
+    "Add, Sub, Mul, Div": "by per-feature or scalar constants (an affine map), or two "
+                          "feature-dependent operands: Add/Sub of two branches (a residual), "
+                          "Mul/Div within one elementwise segment (x * Sigmoid(x))",
+    "BatchNormalization": "constant statistics (BatchNorm1d: its own per-feature affine, so the "
+                          "classifier weight stays the stored one)",
+    "elementwise": "every channel-wise activation above (Relu, HardSwish, HardSigmoid, Sigmoid, "
+                   "Tanh, Erf, Gelu, Clip, Pow ...), on per-feature constants",
+    "LayerNormalization": "over the last (feature) axis, constant scale and bias",
+    "ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div": "LayerNorm as exported below opset 17 "
+                                                         "(over the last axis)",
     "Softmax, LogSoftmax": "trailing, producing the graph output; logits are taken before it",
-    "(nothing)": "no classifier: the logits are the pooled features (SqueezeNet)",
+    "(nothing)": "no classifier: the logits are the pooled features (SqueezeNet); classifier "
+                 "measures are not defined",
 }
 
 
@@ -362,32 +371,89 @@ POOLING_OPS = ("GlobalAveragePool", "ReduceMean", "AveragePool")
 NOT_AVERAGE_POOLING = ("GlobalMaxPool", "MaxPool", "ReduceMax", "GlobalLpPool", "ReduceSum")
 
 # ----------------------------------------------------------------------------------------
-# Linear classifier (pooled features -> logits), folded into y = W g + c
+# After the pooling (pooled features -> logits): each rule says what a node does to the
+# feature-dependent tensors; graph/afterpool.py assembles the ops of the head.
 
 
 @dataclass(frozen=True)
-class Affine:
-    """y = weight @ g + bias; weight ``(out, F)``, bias ``(out,)``, float64.
-    ``identity``: weight is the identity (composing skips a ``F x F`` product)."""
+class Alias:
+    """The output holds the input's features unchanged (a reshape, Dropout, float Cast)."""
 
+    input: str
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``weight @ x + bias`` (weight ``(out, in)``) or ``weight * x + bias`` (weight ``(in,)``)
+    of tensor ``input``; ``stored``: the matrix is a weight stored in the file."""
+
+    input: str
     weight: np.ndarray
-    bias: np.ndarray
-    identity: bool = False
-
-    def then(self, m: np.ndarray, b: np.ndarray | float = 0.0) -> "Affine":
-        m = np.asarray(m, np.float64)
-        w = m.copy() if self.identity else m @ self.weight
-        return Affine(w, m @ self.bias + np.asarray(b, np.float64))
-
-    def scaled(self, s: np.ndarray | float, b: np.ndarray | float = 0.0) -> "Affine":
-        s = np.asarray(s, np.float64).reshape(-1)
-        if s.size not in (1, self.weight.shape[0]):
-            raise ValueError
-        return Affine(s[:, None] * self.weight, s * self.bias + np.asarray(b, np.float64))
+    bias: np.ndarray | float
+    stored: bool = False
 
 
+@dataclass(frozen=True)
+class Elementwise:
+    """An elementwise step (operands: feature-dependent tensors, per-feature constants)."""
+
+    step: Step
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A LayerNorm of tensor ``input`` over its features, ending at tensor ``output``;
+    ``nodes``: every node of its spelling."""
+
+    input: str
+    output: str
+    scale: np.ndarray | None
+    bias: np.ndarray | None
+    epsilon: float
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sum:
+    """``a + b`` (``b`` negated for Sub) of two feature-dependent tensors."""
+
+    a: str
+    b: str
+    negate_b: bool = False
+
+
+Effect = Alias | Linear | Elementwise | Norm | Sum
+
+
+@dataclass(frozen=True)
+class PoolCtx:
+    """What an after-pooling rule may look at: the graph, the feature-dependent tensors
+    (``dep``) and the width (features) of each of the node's inputs among them."""
+
+    ix: GraphIndex
+    dep: frozenset[str]
+    width: dict
+
+    def consts(self, node: onnx.NodeProto) -> dict[str, np.ndarray | None]:
+        """The node's inputs that are not feature-dependent, and their constant values."""
+        return {i: self.ix.const(i) for i in node.input if i and i not in self.dep}
+
+
+AfterPoolRule = Callable[[PoolCtx, onnx.NodeProto], Match[Effect]]
+AFTER_POOL_RULES: dict[str, AfterPoolRule] = {}
 RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose")
 TERMINAL = ("Softmax", "LogSoftmax")
+ELEMENTWISE_AFTER_POOL = (set(UNARY) | set(UNARY_WITH_ATTRS) | {"Clip", "Pow", "PRelu", "Max",
+                                                                 "Min"}) - set(RESHAPES)
+
+
+def after_pool_step(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    """What one node after the pooling does to the features."""
+    rule = AFTER_POOL_RULES.get(node.op_type)
+    if rule is None:
+        return Match.fail(node, f"{node.op_type} after the pooling is not supported "
+                                "(refused ops are listed in docs/patterns.md)")
+    return rule(ctx, node)
 
 
 def _feature_vector(v: np.ndarray, size: int) -> np.ndarray | None:
@@ -396,67 +462,43 @@ def _feature_vector(v: np.ndarray, size: int) -> np.ndarray | None:
     nonunit = [d for d in v.shape if d != 1]
     if len(nonunit) > 1 or (nonunit and nonunit[0] != size):
         return None
-    return np.broadcast_to(v.reshape(-1), (size,)) if v.size == 1 else v.reshape(-1)
-
-
-@dataclass(frozen=True)
-class PoolCtx:
-    """What an after-pooling rule may look at: the graph, the tensor holding the (transformed)
-    pooled features, and the affine map folded so far."""
-
-    ix: GraphIndex
-    cur: str
-    f: Affine
-
-    def consts(self, node: onnx.NodeProto) -> dict[str, np.ndarray | None]:
-        """The node's other inputs (not ``cur``) and their constant values (None if not)."""
-        return {i: self.ix.const(i) for i in node.input if i and i != self.cur}
-
-
-AfterPoolRule = Callable[[PoolCtx, onnx.NodeProto], Match[Affine]]
-AFTER_POOL_RULES: dict[str, AfterPoolRule] = {}
-
-
-def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Match[Affine]:
-    """Fold one node after the pooling into the affine map ``f``."""
-    op = node.op_type
-    rule = AFTER_POOL_RULES.get(op)
-    if rule is not None:
-        return rule(PoolCtx(ix, cur, f), node)
-    if op == "LayerNormalization":
-        return Match.fail(node, "LayerNormalization after the pooling (ConvNeXt-style head) is "
-                                "not linear in the pooled features")
-    if op in NONLINEAR_AFTER_POOL:
-        return Match.fail(node, f"{op} after the pooling: the head after pooling is non-linear "
-                                "(an MLP), only an affine classifier is supported")
-    return Match.fail(node, f"{op} after the pooling is not a supported linear classifier op")
+    return np.broadcast_to(v.reshape(-1), (size,)).copy() if v.size == 1 else v.reshape(-1)
 
 
 @_rule(AFTER_POOL_RULES, *RESHAPES, "Cast")
-def _reshape(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+def _reshape(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
     op = node.op_type
     if op == "Cast" and ctx.ix.attrs(node).get("to") not in FLOAT_TYPES:
-        return Match.fail(node, "Cast after the pooling is not a supported linear classifier op")
+        return Match.fail(node, "Cast to a non-float type after the pooling")
+    if op == "Dropout" and len(node.input) > 2 and ctx.ix.const(node.input[2]) is not None \
+            and bool(ctx.ix.const(node.input[2])):
+        return Match.fail(node, "Dropout in training mode")
     if op in ("Transpose", "Reshape"):
         shape = ctx.ix.static_dims(node.output[0])
         if shape is not None and sum(1 for d in shape[1:] if d != 1) > 1:
             return Match.fail(node, f"{op} spreads the pooled features over several axes")
-    return Match(ctx.f)
+    return Match(Alias(node.input[0]))
+
+
+def _stored(ctx: PoolCtx, node: onnx.NodeProto, w: np.ndarray, bias) -> Match[Effect]:
+    """A stored weight ``w`` ``(out, in)`` applied to the node's first input."""
+    width = ctx.width[node.input[0]]
+    if w.shape[1] != width:
+        return Match.fail(node, f"{node.op_type} weight {tuple(w.shape[::-1])} does not fit "
+                                f"{width} features")
+    return Match(Linear(node.input[0], np.asarray(w, np.float64), bias, stored=True))
 
 
 @_rule(AFTER_POOL_RULES, "Gemm")
-def _gemm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+def _gemm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
     a = ctx.ix.attrs(node)
     consts = ctx.consts(node)
-    out = ctx.f.weight.shape[0]
-    if node.input[0] != ctx.cur or a.get("transA", 0):
+    if node.input[0] not in ctx.dep or a.get("transA", 0):
         return Match.fail(node, "Gemm does not take the pooled features as its A input")
     b = consts.get(node.input[1])
     if b is None:
         return Match.fail(node, "Gemm weight is not a constant")
     b = b.T if a.get("transB", 0) else b
-    if b.shape[0] != out:
-        return Match.fail(node, f"Gemm weight {b.shape} does not fit {out} features")
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     bias = 0.0
     if len(node.input) > 2 and node.input[2]:
@@ -467,28 +509,25 @@ def _gemm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
         if vec is None:
             return Match.fail(node, f"Gemm bias of shape {c.shape} is not per-class")
         bias = beta * vec
-    return Match(ctx.f.then(alpha * b.T, bias))
+    return _stored(ctx, node, alpha * b.T, bias)
 
 
 @_rule(AFTER_POOL_RULES, "MatMul")
-def _matmul(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
-    out = ctx.f.weight.shape[0]
-    if node.input[0] != ctx.cur:
+def _matmul(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    if node.input[0] not in ctx.dep or node.input[1] in ctx.dep:
         return Match.fail(node, "MatMul does not take the pooled features on the left")
     b = ctx.consts(node).get(node.input[1])
     if b is None or b.ndim != 2:
         return Match.fail(node, "MatMul weight is not a constant matrix")
-    if b.shape[0] != out:
-        return Match.fail(node, f"MatMul weight {b.shape} does not fit {out} features")
-    return Match(ctx.f.then(b.T))
+    return _stored(ctx, node, b.T, 0.0)
 
 
 @_rule(AFTER_POOL_RULES, "Conv")
-def _conv_1x1(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+def _conv_1x1(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
     a = ctx.ix.attrs(node)
     consts = ctx.consts(node)
     k = consts.get(node.input[1])
-    shape = ctx.ix.static_dims(ctx.cur)
+    shape = ctx.ix.static_dims(node.input[0])
     if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
         return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
     if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
@@ -496,38 +535,131 @@ def _conv_1x1(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
     bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
     if bias is None:
         return Match.fail(node, "Conv bias is not a constant")
-    return Match(ctx.f.then(k[:, :, 0, 0], bias))
+    return _stored(ctx, node, k[:, :, 0, 0], np.asarray(bias, np.float64).reshape(-1)
+                   if np.ndim(bias) else bias)
 
 
 @_rule(AFTER_POOL_RULES, "Add", "Sub", "Mul", "Div")
-def _arith(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
-    op, f = node.op_type, ctx.f
-    consts = ctx.consts(node)
-    (other,) = list(consts) or [None]
-    c = consts.get(other) if other else None
-    if c is None:
-        return Match.fail(node, f"{op} after the pooling with a non-constant operand")
-    vec = _feature_vector(c, f.weight.shape[0])
-    if vec is None:
-        return Match.fail(node, f"{op} constant of shape {c.shape} is not per-feature")
-    if op == "Add":
-        return Match(Affine(f.weight, f.bias + vec))
-    if op == "Sub":
-        return Match(Affine(f.weight, f.bias - vec) if node.input[0] == ctx.cur
-                     else f.scaled(-1.0, vec))
-    if op == "Mul":
-        return Match(f.scaled(vec))
-    if node.input[0] != ctx.cur:
-        return Match.fail(node, "Div of a constant by the pooled features is not linear")
-    return Match(f.scaled(1.0 / vec))
+def _arith(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    op = node.op_type
+    deps = [i for i in node.input if i in ctx.dep]
+    if len(node.input) != 2:
+        return Match.fail(node, f"{op} with {len(node.input)} inputs is not supported")
+    if len(deps) == 2 and op in ("Add", "Sub") and node.input[0] != node.input[1]:
+        return Match(Sum(node.input[0], node.input[1], negate_b=op == "Sub"))
+    # by a constant, or both operands in one elementwise segment (x * Sigmoid(x)); a run of
+    # constant affine steps becomes a Dense when the segment is closed
+    return _elementwise(ctx, node)
 
 
 @_rule(AFTER_POOL_RULES, "BatchNormalization")
-def _batchnorm_1d(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Affine]:
+def _batchnorm_1d(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
     m = batchnorm_fold(ctx.ix, node)
     if not m:
         return Match.fail(m.node, m.reason)
-    return Match(ctx.f.scaled(m.value.scale, m.value.shift))
+    return Match(Linear(node.input[0], m.value.scale, m.value.shift))
 
 
-NONLINEAR_AFTER_POOL = (set(UNARY) | set(UNARY_WITH_ATTRS) | {"Clip"}) - {"Identity", "Dropout"}
+@_rule(AFTER_POOL_RULES, *ELEMENTWISE_AFTER_POOL)
+def _elementwise(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    dims = ctx.ix.static_dims(node.input[0])
+    rank = len(dims) if dims is not None else 2
+    m = channelwise_step(Ctx(ctx.ix, ctx.dep, tuple(range(rank))), node)
+    if not m:
+        return Match.fail(m.node, m.reason)
+    step = m.value.step
+    width = next(ctx.width[op.name] for op in step.inputs if op.kind == "dep")
+    ops = []
+    for op in step.inputs:
+        if op.kind == "fetch":
+            return Match.fail(node, f"{node.op_type} after the pooling with a non-constant "
+                                    f"operand '{op.name}'")
+        if op.kind == "const":
+            vec = _feature_vector(op.value, width)
+            if vec is None:
+                return Match.fail(node, f"constant '{op.name}' of shape {op.value.shape} is "
+                                        "not per-feature")
+            op = Operand("const", op.name, vec)
+        ops.append(op)
+    params = dict(step.params)
+    return Match(Elementwise(Step(step.node, step.fn, tuple(ops), step.output, params)))
+
+
+@_rule(AFTER_POOL_RULES, "LayerNormalization")
+def _layernorm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    a = ctx.ix.attrs(node)
+    dims = ctx.ix.static_dims(node.input[0])
+    axis = int(a.get("axis", -1))
+    if dims is not None and axis % len(dims) != len(dims) - 1:
+        return Match.fail(node, f"LayerNormalization over axis {axis}, not the feature axis")
+    width = ctx.width[node.input[0]]
+    vals = [ctx.ix.const(i) if len(node.input) > k and i else None
+            for k, i in enumerate(node.input[1:3], 1)]
+    if vals[0] is None or (len(node.input) > 2 and node.input[2] and vals[1] is None):
+        return Match.fail(node, "LayerNormalization scale or bias is not a constant")
+    scale, bias = (None if v is None else _feature_vector(v, width) for v in vals)
+    if scale is None or (vals[1] is not None and bias is None):
+        return Match.fail(node, "LayerNormalization scale or bias is not per-feature")
+    for extra in node.output[1:]:
+        if extra and ctx.ix.consumers.get(extra):
+            return Match.fail(node, f"second output '{extra}' of LayerNormalization is used")
+    return Match(Norm(node.input[0], node.output[0], scale, bias,
+                      float(a.get("epsilon", 1e-5)), (GraphIndex.node_name(node),)))
+
+
+@_rule(AFTER_POOL_RULES, "ReduceMean")
+def _decomposed_layernorm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    """``(x - mean x) / sqrt(mean((x - mean x)^2) + eps)`` over the last axis (scale and bias
+    follow as Mul and Add)."""
+    ix, x = ctx.ix, node.input[0]
+    fail = Match.fail(node, "ReduceMean after the pooling that is not part of a LayerNorm "
+                            "(ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div)")
+    if not _last_axis_mean(ix, node):
+        return fail
+
+    def only(name, ops):
+        nxt = [n for n in ix.consumers.get(name, []) if n.op_type not in ("Shape", "Size")]
+        return nxt if sorted(n.op_type for n in nxt) == sorted(ops) else None
+
+    subs = [n for n in ix.consumers.get(x, []) if n.op_type == "Sub"
+            and list(n.input) == [x, node.output[0]]]
+    if len(subs) != 1 or only(node.output[0], ["Sub"]) is None:
+        return fail
+    d = subs[0].output[0]
+    nxt = only(d, ["Pow", "Div"]) or only(d, ["Mul", "Div"])
+    if nxt is None:
+        return fail
+    sq = next(n for n in nxt if n.op_type != "Div")
+    div = next(n for n in nxt if n.op_type == "Div")
+    if sq.op_type == "Pow" and (sq.input[0] != d or ix.const(sq.input[1]) is None
+                                or float(ix.const(sq.input[1])) != 2.0):
+        return fail
+    if sq.op_type == "Mul" and list(sq.input) != [d, d]:
+        return fail
+    chain = [sq]
+    for op in ("ReduceMean", "Add", "Sqrt"):
+        nxt = only(chain[-1].output[0], [op])
+        if nxt is None:
+            return fail
+        chain.append(nxt[0])
+    var, add, sqrt = chain[1:]
+    eps = ix.const(next((i for i in add.input if i != var.output[0]), ""))
+    if not _last_axis_mean(ix, var) or eps is None or np.size(eps) != 1 \
+            or only(sqrt.output[0], ["Div"]) is None or list(div.input) != [d, sqrt.output[0]]:
+        return fail
+    nodes = (node, subs[0], *chain, div)
+    return Match(Norm(x, div.output[0], None, None, float(np.ravel(eps)[0]),
+                      tuple(GraphIndex.node_name(n) for n in nodes)))
+
+
+def _last_axis_mean(ix: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A ReduceMean over exactly the last axis of its input, keeping dims."""
+    a = ix.attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        v = ix.const(node.input[1])
+        axes = None if v is None else v.tolist()
+    dims = ix.static_dims(node.input[0])
+    if axes is None or dims is None or not a.get("keepdims", 1):
+        return False
+    return [int(i) % len(dims) for i in np.ravel(axes)] == [len(dims) - 1]

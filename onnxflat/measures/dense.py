@@ -18,11 +18,13 @@ STRIP_ELEMENTS = 1 << 18
 SMALL_CLASSES = 32
 
 
-def kappa_rows(xp, gm, left, right, zt, budget: int = STRIP_ELEMENTS):
-    """``sum_j' G_jj' R_jj' (Zt Zt^T)_jj'`` per row j, float64 ``(n, C_out)``.
+def kappa_rows(xp, gm, left, right, zt, budget: int = STRIP_ELEMENTS, yt=None):
+    """``sum_j' G_jj' R_jj' (Zt Yt^T)_jj'`` per row j, float64 ``(n, C_out)``.
 
     gm ``(C_out, C_out)`` symmetric; left, right ``(n, C_out, k)`` with ``R = left right^T``
-    symmetric; zt ``(n, C_out, C)``. Products run in the inputs' dtype. ``budget``: elements
+    symmetric; zt, yt ``(n, C_out, C)`` with ``Zt Yt^T`` symmetric (yt None: ``yt = zt``, the
+    affine classifier's ``B``; a non-linear head's ``Ahat`` adds its curvature's columns).
+    Products run in the inputs' dtype. ``budget``: elements
     of one strip (rows x columns x samples); a budget of ``n C_out^2`` or more makes it one
     batched product (the GPU's choice).
 
@@ -35,8 +37,9 @@ def kappa_rows(xp, gm, left, right, zt, budget: int = STRIP_ELEMENTS):
     few = classes < SMALL_CLASSES
     rows = max(1, min(c_out, budget // c_out))
     step = max(1, budget // (rows * c_out))
+    yt = zt if yt is None else yt
     right_t = xp.permute_dims(right, (0, 2, 1))
-    zt_t = xp.permute_dims(zt, (0, 2, 1))
+    yt_t = xp.permute_dims(yt, (0, 2, 1))
     out = xp.zeros((n, c_out), dtype=xp.float64, device=_device(zt))
     for s in range(0, n, step):
         k = slice(s, min(n, s + step))
@@ -45,10 +48,10 @@ def kappa_rows(xp, gm, left, right, zt, budget: int = STRIP_ELEMENTS):
             lo = 0 if few else a
             h = xp.matmul(left[k, a:e, :], right_t[k, :, lo:]) * gm[a:e, lo:]  # (G o R)[a:e, lo:]
             if few:
-                out[k, a:e] = xp.astype(xp.sum(xp.matmul(h, zt[k]) * zt[k, a:e, :], axis=2),
+                out[k, a:e] = xp.astype(xp.sum(xp.matmul(h, yt[k]) * zt[k, a:e, :], axis=2),
                                         xp.float64)
                 continue
-            h = h * xp.matmul(zt[k, a:e, :], zt_t[k, :, a:])
+            h = h * xp.matmul(zt[k, a:e, :], yt_t[k, :, a:])
             out[k, a:e] = out[k, a:e] + xp.astype(xp.sum(h, axis=2), xp.float64)
             if e < c_out:
                 out[k, e:] = out[k, e:] + xp.astype(xp.sum(h[:, :, e - a:], axis=1), xp.float64)

@@ -28,7 +28,7 @@ from threadpoolctl import ThreadpoolController
 
 from ..errors import NumericalError
 from ..graph.head import NCHW, Head, Layer
-from . import jets
+from . import afterpool, jets
 from .dense import STRIP_ELEMENTS, kappa_rows
 from .patches import Geometry, choose_route, filter_factors, geometry
 from .result import ClassifierResult, LayerResult, Result
@@ -147,7 +147,9 @@ class FlatnessAccumulator:
         self.head = head
         self.options = options
         self.sink = sink
-        names = ["loss", "correct", "fc.trace", "fc.kappa"]
+        names = ["loss", "correct"]
+        if head.after.classifier is not None:
+            names += ["fc.trace", "fc.kappa"]
         for i in range(len(head.layers)):
             names += [f"{i}.trace"] + ([f"{i}.kappa"] if options.kappa else [])
         self.moments = Moments(tuple(names))
@@ -221,9 +223,15 @@ class FlatnessAccumulator:
         n = g0.shape[0]
         y = xp.asarray(y, device=dev)
         g = xp.astype(xp.reshape(xp.asarray(g0), (n, -1)), xp.float64)
-        w = self._const(xp, "W", lambda: head.classifier.weight, dev)
-        f = xp.matmul(g, w.T) + self._const(xp, "c", lambda: head.classifier.bias, dev)
-        self._check_logits(xp, f, tensors.get(head.classifier.logits))
+        after = head.after
+        fwd = None
+        if after.affine:  # the fast path: one affine map from g to the logits
+            w = self._const(xp, "W", lambda: after.compose()[0], dev)
+            f = xp.matmul(g, w.T) + self._const(xp, "c", lambda: after.compose()[1], dev)
+        else:
+            fwd = afterpool.forward(after, g, xp)
+            f = fwd.logits
+        self._check_logits(xp, f, tensors.get(after.logits))
         # Softmax with its tail (the classes other than the top one, t) kept exact: on a
         # confident sample 1 - p_t, p_y - 1 and the curvatures are O(tail) differences of
         # O(1) numbers, so they are formed from the tail, never by subtraction.
@@ -238,19 +246,61 @@ class FlatnessAccumulator:
         terms = {"loss": -xp.sum(xp.where(onehot, logp, 0.0), axis=1),
                  "correct": xp.astype(xp.argmax(f, axis=1) == y, xp.float64)}
         delta = xp.where(onehot, -q_rest, p)  # p - e_y
-        gn2 = xp.sum(g * g, axis=1)
-        terms["fc.trace"] = gn2 * xp.sum(p * q_rest, axis=1)  # 1 - ||p||^2
-        spread, q = _spread(xp, p, top, self._const(xp, "W|W2", lambda: np.concatenate(
-            [head.classifier.weight, head.classifier.weight ** 2], axis=1), dev))
-        terms["fc.kappa"] = gn2 * xp.sum(spread, axis=1)
-        gamma = xp.matmul(delta, w)  # W^T (p - e_y), (N, F)
+        spread = q = head_factors = None
+        if fwd is None:
+            spread, q = _spread(xp, p, top, self._const(xp, "W|W2", lambda: np.concatenate(
+                [after.compose()[0], after.compose()[0] ** 2], axis=1), dev))
+            gamma = xp.matmul(delta, w)  # J^T (p - e_y), (N, F)
+        else:
+            betas = afterpool.backward(after, fwd, delta, xp)
+            gamma = betas[0]
+
+            def head_factors(sl):
+                return afterpool.factors(after, fwd, betas, p, sl, xp)
+        if after.classifier is not None:
+            terms.update(self._classifier_terms(xp, g, fwd, p, q_rest, top, spread, dev))
         vectors = {}
         for i, layer in enumerate(head.layers):
-            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, w, p, gamma, spread, q)
+            t, k, tf, kf = self._layer_terms(xp, i, layer, tensors, p, gamma, spread, q,
+                                             head_factors)
             terms[f"{i}.trace"], vectors[f"{i}.trace"] = t, tf
             if self.options.kappa:
                 terms[f"{i}.kappa"], vectors[f"{i}.kappa"] = k, kf
         return terms, vectors
+
+    def _classifier_terms(self, xp, g, fwd, p, q_rest, top, spread, dev) -> dict:
+        """Petzka's trace and kappa w.r.t. the stored weight W of the classifier layer, with
+        its own input h as the features and the affine map M after it (logits =
+        M (W h + b) + c): ``||h||^2 tr(M^T A M)`` and ``||h||^2 tr((MW)^T A (MW))``, each a
+        sum of column p-variances (:func:`_spread`); M = I is the plain Linear."""
+        after = self.head.after
+        k = after.classifier
+        layer = after.ops[k]
+        if fwd is not None:
+            h = fwd.values[layer.input]
+        elif layer.input == 0:
+            h = g
+        else:
+            pre = self._const(xp, "fcP", lambda: after.compose(0, layer.input)[0], dev)
+            h = xp.matmul(g, pre.T) + self._const(
+                xp, "fcd", lambda: after.compose(0, layer.input)[1], dev)
+        hn2 = xp.sum(h * h, axis=1)
+        if k == len(after.ops) - 1:
+            if spread is None or layer.input != 0 or k != 0:
+                spread, _ = _spread(xp, p, top, self._const(xp, "fcW|W2", lambda: np.concatenate(
+                    [layer.weight, layer.weight ** 2], axis=1), dev))
+            return {"fc.trace": hn2 * xp.sum(p * q_rest, axis=1),
+                    "fc.kappa": hn2 * xp.sum(spread, axis=1)}
+
+        def post():
+            m = after.compose(k + 1)[0]
+            mw = m @ layer.weight
+            return np.concatenate([m, m ** 2, mw, mw ** 2], axis=1)
+        both = self._const(xp, "fcM", post, dev)
+        c = after.widths[k + 1]
+        s_m, _ = _spread(xp, p, top, both[:, :2 * c])
+        s_mw, _ = _spread(xp, p, top, both[:, 2 * c:])
+        return {"fc.trace": hn2 * xp.sum(s_m, axis=1), "fc.kappa": hn2 * xp.sum(s_mw, axis=1)}
 
     @staticmethod
     def _check_logits(xp, f, model_logits) -> None:
@@ -268,9 +318,12 @@ class FlatnessAccumulator:
             raise NumericalError(f"the folded classifier disagrees with the model's logits "
                                  f"(max error {err:.3g}); the head was not recognised correctly")
 
-    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, w, p, gamma, spread, q):
+    def _layer_terms(self, xp, i: int, layer: Layer, tensors: dict, p, gamma, spread, q,
+                     head_factors=None):
         """The layer's per-sample trace and kappa ``(N,)`` and their per-filter sums
-        ``(C_out,)``; gamma, spread, q ``(N, F)`` from :meth:`_terms`."""
+        ``(C_out,)``; gamma ``(N, F)`` from :meth:`_terms`. An affine head gives spread, q
+        ``(N, F)`` (``B``'s diagonal and ``J^T p``); any other gives ``head_factors(sl)``,
+        ``Ahat = X Y^T + diag(d)`` for samples ``sl`` (:func:`afterpool.factors`)."""
         conv = layer.conv
         a0 = xp.asarray(tensors[conv.input])
         ft = xp.float64 if self.options.float64 or a0.dtype == xp.float64 else xp.float32
@@ -279,7 +332,12 @@ class FlatnessAccumulator:
         dev = _device(a0)
         c_out, off = conv.out_channels, layer.channel_offset
         cols = slice(off, off + c_out)
-        gamma, bdiag, q = gamma[:, cols], spread[:, cols], q[:, cols]  # bdiag: diag of B
+        gamma = gamma[:, cols]
+        if head_factors is None:
+            bdiag, q = spread[:, cols], q[:, cols]  # bdiag: diag of B
+            classes = self.head.num_classes
+        else:
+            classes = afterpool.width(self.head.after)
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
@@ -287,15 +345,17 @@ class FlatnessAccumulator:
             kdt = np.float64 if ft == xp.float64 else np.float32
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
-            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
-                self.head.classifier.weight[:, cols].T.astype(kdt)), dev)  # (C_out, C)
+            if head_factors is None:
+                wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
+                    self.head.after.compose()[0][:, cols].T.astype(kdt)), dev)  # (C_out, C)
         route = self.options.route or choose_route(geo, full)
         n = a0.shape[0]
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
         # stay in cache (the jets make ~10 elementwise passes over the conv output), other
         # namespaces (GPU) chunks as large as memory allows.
         hw = geo.h * geo.w
-        largest = max(c_out * w.shape[0] if full else 0, geo.positions * max(c_out, hw),
+        largest = max(c_out * classes if full else 0, geo.positions * max(c_out, hw),
+                      0 if head_factors is None else self.head.num_features * 2 * classes,
                       geo.c_in * hw, hw * hw,
                       0 if route == "pixel" else geo.d * max(geo.positions, c_out))
         numpy = xp.__name__.endswith("numpy")
@@ -309,6 +369,18 @@ class FlatnessAccumulator:
             e = 0.0 if d2 is None else xp.sum(
                 xp.astype(d2, xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R
+            if head_factors is not None:
+                x, y, d = head_factors(sl)
+                x, y, d = x[:, cols], y[:, cols], None if d is None else d[:, cols]
+                ahat = xp.sum(x * y, axis=2) + (0.0 if d is None else d)  # diag of Ahat
+                traces.append(ahat * rdiag + gamma[sl] * e)
+                if full:
+                    rows = kappa_rows(xp, kk_ft, left, right, xp.astype(x, ft), budget,
+                                      xp.astype(y, ft))
+                    if d is not None:
+                        rows = rows + knorm2[None, :] * rdiag * d
+                    kappas.append(rows + knorm2[None, :] * gamma[sl] * e)
+                continue
             traces.append(bdiag[sl] * rdiag + gamma[sl] * e)
             if full:
                 # B = W^T diag(p) W - q q^T = Zt Zt^T with Zt = (W - 1 q^T)^T diag(sqrt p):
@@ -333,17 +405,21 @@ class FlatnessAccumulator:
 @dataclass(frozen=True)
 class HeadSummary:
     """What a :class:`Result` needs from the head besides the statistics (JSON-ready, so
-    partial results can be merged without the model): the head's description and per
-    layer ``(conv node, description, ||K||^2)``."""
+    partial results can be merged without the model): the head's description, per layer
+    ``(conv node, description, ||K||^2)``, and the layer the classifier measures refer to
+    (None: the head has no classifier)."""
 
     description: str
     layers: tuple[tuple[str, str, float], ...]
+    classifier: str | None = None
 
     @classmethod
     def of(cls, head: Head) -> "HeadSummary":
+        after = head.after
         return cls(head.describe(), tuple(
             (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)))
-            for layer in head.layers))
+            for layer in head.layers),
+            None if after.classifier is None else after.describe_classifier())
 
 
 def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
@@ -361,8 +437,11 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
             stderr["kappa"] = mo.stderr(f"{i}.kappa")
             per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
         layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter))
-    clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
-                           {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")})
+    clf = None
+    if "fc.trace" in mo.names:
+        clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
+                               {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")},
+                               head.classifier or "")
     return Result(model=model, n_samples=mo.n, loss=mo.value("loss"),
                   accuracy=mo.value("correct"),
                   stderr={"loss": mo.stderr("loss"), "accuracy": mo.stderr("correct")},

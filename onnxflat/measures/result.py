@@ -26,11 +26,14 @@ class LayerResult:
 
 @dataclass
 class ClassifierResult:
-    """Petzka's trace and relative flatness of the (folded) linear classifier."""
+    """Petzka's trace and relative flatness of the classifier: w.r.t. the weight stored in
+    the file for the last affine layer (``layer``: its nodes, shape and input tensor), with
+    that layer's own input as the features."""
 
     trace: float
     kappa: float
     stderr: dict = field(default_factory=dict)
+    layer: str = ""
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Result:
     loss: float
     accuracy: float
     layers: list[LayerResult]
-    classifier: ClassifierResult
+    classifier: ClassifierResult | None  # None: the head has no classifier layer
     stderr: dict = field(default_factory=dict)
     provider: str | None = None
     head: str = ""

@@ -41,7 +41,7 @@ def values(doc: dict) -> dict[tuple[str, str], tuple[float | None, float | None]
         total = None if any(v is None for v in vals) else float(sum(vals))
         se = out[(m, layers[0]["conv"])][1] if len(layers) == 1 else None
         out[(m, TOTAL)] = (total, se)
-    c = doc["classifier"]
+    c = doc["classifier"] or {}  # null: the head has no classifier
     for m in CLASSIFIER_MEASURES:
         out[(m, CLASSIFIER)] = (c.get(m), (c.get("stderr") or {}).get(m))
     return out
@@ -142,7 +142,8 @@ def load_baseline(path: str | Path) -> dict:
     except (ValueError, UnicodeDecodeError):
         raise GateInputError(f"baseline {p.name}: not JSON") from None
     ok = (isinstance(doc, dict) and isinstance(doc.get("layers"), list) and doc["layers"]
-          and isinstance(doc.get("classifier"), dict)
+          and (doc.get("classifier") is None or isinstance(doc["classifier"], dict))
+          and "classifier" in doc
           and all(isinstance(x, dict) and "conv" in x for x in doc["layers"]))
     if not ok:
         raise GateInputError(f"baseline {p.name}: not a result of 'onnxflat measure --json'")

@@ -55,7 +55,10 @@ def _rows(doc: dict) -> list[tuple[str, str]]:
         for m in ("trace", "kappa", "kappa_layerwise"):
             rows.append((f"{layer['conv']} {m}", pm(layer[m], layer["stderr"].get(m))))
     c = doc["classifier"]
-    rows += [(f"classifier {m}", pm(c[m], c["stderr"].get(m))) for m in ("trace", "kappa")]
+    if c is None:
+        rows.append(("classifier", "none (the head has no classifier layer)"))
+    else:
+        rows += [(f"classifier {m}", pm(c[m], c["stderr"].get(m))) for m in ("trace", "kappa")]
     return rows
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxflatError
-from ..graph.head import Head
+from ..graph.head import AfterPool, Dense, Head, LayerNorm, Pointwise
 from ..measures import Result
 
 
@@ -30,18 +30,40 @@ def head_dict(head: Head) -> dict:
             "summary": layer.describe(),
         } for layer in head.layers],
         "pooling": {"node": head.pooling.node, "op": head.pooling.op},
-        "classifier": {"nodes": list(head.classifier.nodes),
-                       "shape": list(head.classifier.weight.shape),
-                       "softmax": head.classifier.softmax,
-                       "logits": head.classifier.logits},
+        "after_pooling": after_pool_dict(head.after),
+        "classifier": None if head.after.classifier is None else {
+            "op": head.after.classifier,
+            "nodes": list(head.after.classifier_layer.nodes),
+            "shape": list(head.after.classifier_layer.weight.shape),
+            "input": head.after.classifier_layer.input_name},
         "rejected": [{"node": node, "reason": reason} for node, reason in head.rejected],
     }
+
+
+def after_pool_dict(after: AfterPool) -> dict:
+    """The head after the pooling: its ops (value k+1 = op k of earlier values), logits."""
+    ops = []
+    for op in after.ops:
+        if isinstance(op, Dense):
+            d = {"op": "dense", "input": op.input, "shape": list(op.weight.shape),
+                 "stored": op.stored, "nodes": list(op.nodes)}
+        elif isinstance(op, Pointwise):
+            d = {"op": "pointwise", "input": op.input, "steps": [
+                {"node": s.node, "fn": s.fn} for s in op.steps]}
+        elif isinstance(op, LayerNorm):
+            d = {"op": "layernorm", "input": op.input, "nodes": list(op.nodes)}
+        else:
+            d = {"op": "add", "inputs": list(op.inputs), "nodes": [op.node]}
+        ops.append(d)
+    return {"features": after.features, "ops": ops, "logits": after.logits,
+            "softmax": after.softmax, "summary": after.describe()}
 
 
 def head_summary(head: Head) -> str:
     lines = [f"model: {head.model_path}",
              f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}"]
     lines += [f"head:  {line}" for line in head.describe().splitlines()]
+    lines += [f"classifier measures: {head.after.describe_classifier()}"]
     lines += [f"not a layer (at node '{node}'): {reason}" for node, reason in head.rejected]
     return "\n".join(lines)
 
@@ -76,10 +98,14 @@ def result_summary(res: Result, data_name: str = "") -> str:
                   f"  kappa            {_pm(layer.kappa, layer.stderr.get('kappa'))}",
                   f"  kappa_layerwise  {_pm(layer.kappa_layerwise, layer.stderr.get('kappa_layerwise'))}"]
     c = res.classifier
-    lines += ["classifier:",
-              f"  trace            {_pm(c.trace, c.stderr.get('trace'))}",
-              f"  kappa            {_pm(c.kappa, c.stderr.get('kappa'))}",
-              "(± is the standard error over samples: how much a new sample of this size "
+    if c is None:
+        lines += ["classifier:       none (the head has no classifier layer: no classifier "
+                  "measures)"]
+    else:
+        lines += [f"classifier {c.layer}:" if c.layer else "classifier:",
+                  f"  trace            {_pm(c.trace, c.stderr.get('trace'))}",
+                  f"  kappa            {_pm(c.kappa, c.stderr.get('kappa'))}"]
+    lines += ["(± is the standard error over samples: how much a new sample of this size "
               "would move the value)"]
     return "\n".join(lines)
 

@@ -1,0 +1,85 @@
+"""Heads with a differentiable map after the pooling (MobileNetV3 MLP, VGG MLP, LayerNorm in
+both spellings, timm conv_head, BatchNorm1d, residual, GELU/tanh curvature), both exporters:
+conv trace and kappa and the classifier measures against float64 torch autograd."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import onnxflat
+from onnxflat.graph import analyze_model
+from onnxflat.measures import FlatnessAccumulator
+
+from .afterpool_heads import CASES, CLASSES, HW, exported
+from .reference import hessian_measures
+from .test_autograd import torch_activations
+
+N = 10
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 3, HW, HW, generator=g)
+    return x, torch.randint(0, CLASSES, (N,), generator=g)
+
+
+def _check(model, proto, tmp_path, tol, float64=False, fc="fc.weight"):
+    x, y = _data()
+    if float64:  # the math fed float64 activations (onnx's reference evaluator)
+        head = analyze_model(proto)
+        acc = FlatnessAccumulator(head)
+        acc.update(torch_activations(model, proto, head, x), y.numpy())
+        res = acc.result("m")
+    else:
+        path = tmp_path / "m.onnx"
+        path.write_bytes(proto.SerializeToString())
+        res = onnxflat.measure(path, x.numpy(), y.numpy(), batch_size=4)
+    ref = copy.deepcopy(model).double()
+    ref.reference = True
+    (layer,) = res.layers
+    trace, kappa = hessian_measures(copy.deepcopy(ref), x, y, "conv.weight")
+    assert rel(layer.trace, trace) < tol, (layer.trace, trace)
+    assert rel(layer.kappa, kappa) < tol, (layer.kappa, kappa)
+    assert rel(sum(layer.per_filter["trace"]), layer.trace) < 1e-12
+    assert rel(sum(layer.per_filter["kappa"]), layer.kappa) < 1e-12
+    trace, kappa = hessian_measures(copy.deepcopy(ref), x, y, fc)
+    assert rel(res.classifier.trace, trace) < tol, (res.classifier.trace, trace)
+    assert rel(res.classifier.kappa, kappa) < tol, (res.classifier.kappa, kappa)
+    return res
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_float32_pipeline_matches_autograd(case, tmp_path):
+    model, proto = exported(case)
+    _check(model, proto, tmp_path, 1e-5)
+
+
+@pytest.mark.parametrize("name", ["mbv3_ts", "layernorm_ts13", "linear_ln_ts13",
+                                  "conv_head_ts", "residual_ts", "gelu_op_mlp_ts20",
+                                  "ln_mlp_ts13"])
+def test_float64_matches_autograd(name, tmp_path):
+    """(The TorchScript Erf spelling of GELU holds sqrt(2) as a float32 constant, 1e-8 off
+    torch's: its float64 check is the Gelu op's.)"""
+    case = next(c for c in CASES if c.name == name)
+    model, proto = exported(case)
+    _check(model, proto, tmp_path, 1e-10, float64=True)
+
+
+def test_batchnorm1d_before_the_linear_keeps_the_stored_weight():
+    """efficientvit-style BN1d -> Linear: the classifier is the Linear (its stored weight,
+    its own input), not the BN folded into it."""
+    _, proto = exported(next(c for c in CASES if c.head == "bn1d"))
+    after = analyze_model(proto).after
+    layer = after.classifier_layer
+    bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization")
+    gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    assert layer.nodes == (gemm.name,) and layer.input_name == bn.output[0]
+    w = next(t for t in proto.graph.initializer if t.name == gemm.input[1])
+    assert tuple(layer.weight.shape) == tuple(w.dims)
