@@ -70,7 +70,7 @@ def dense_products(head, positions, n) -> float:
     operands into pre-allocated outputs, in chunks of at most 4M-element products (no page
     faults, cache-friendly): the most favourable batching for the floor."""
     c_out = head.layers[0].conv.out_channels
-    c = head.classifier.num_classes
+    c = head.num_classes
     chunk = max(1, min(n, (1 << 22) // (c_out * max(c_out, c))))
     rng = np.random.default_rng(0)
     w = rng.standard_normal((c_out, c), dtype=np.float32)

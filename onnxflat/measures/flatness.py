@@ -406,18 +406,19 @@ class FlatnessAccumulator:
 class HeadSummary:
     """What a :class:`Result` needs from the head besides the statistics (JSON-ready, so
     partial results can be merged without the model): the head's description, per layer
-    ``(conv node, description, ||K||^2)``, and the layer the classifier measures refer to
-    (None: the head has no classifier)."""
+    ``(conv node, description, ||K||^2, kernel shape)``, and the layer the classifier
+    measures refer to (None: the head has no classifier)."""
 
     description: str
-    layers: tuple[tuple[str, str, float], ...]
+    layers: tuple[tuple[str, str, float, list[int]], ...]
     classifier: str | None = None
 
     @classmethod
     def of(cls, head: Head) -> "HeadSummary":
         after = head.after
         return cls(head.describe(), tuple(
-            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)))
+            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)),
+             [int(d) for d in layer.conv.kernel.shape])
             for layer in head.layers),
             None if after.classifier is None else after.describe_classifier())
 
@@ -426,7 +427,7 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
              provider: str | None = None) -> Result:
     """The final :class:`Result` from merged statistics."""
     layers = []
-    for i, (conv, description, k2) in enumerate(head.layers):
+    for i, (conv, description, k2, kernel_shape) in enumerate(head.layers):
         tr = mo.value(f"{i}.trace")
         stderr = {"trace": mo.stderr(f"{i}.trace"),
                   "kappa_layerwise": k2 * mo.stderr(f"{i}.trace")}
@@ -436,7 +437,8 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
             kap = mo.value(f"{i}.kappa")
             stderr["kappa"] = mo.stderr(f"{i}.kappa")
             per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
-        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter))
+        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter,
+                                  list(kernel_shape)))
     clf = None
     if "fc.trace" in mo.names:
         clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
