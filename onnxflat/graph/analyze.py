@@ -26,6 +26,14 @@ from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLIN
 SHAPE_ONLY = ("Shape", "Size")
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
+# Ops that quantize activations or compute on quantized ones. On the head's path they make
+# the loss piecewise constant in the kernel (zero derivatives almost everywhere): such
+# models are refused; weights stored as integers behind DequantizeLinear are folded instead.
+QUANTIZED_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                 "QLinearConv", "QLinearMatMul")
+QUANTIZED_REASON = ("{op} quantizes the head's activations; onnxflat measures float models "
+                    "(integer weights behind DequantizeLinear are dequantized): measure the "
+                    "float model before quantization")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
 
@@ -39,22 +47,37 @@ def analyze_model(model: onnx.ModelProto, path: str = "<memory>") -> Head:
     """Describe the head of an in-memory model (see :func:`analyze`)."""
     ix = GraphIndex(model)
     inp = _model_input(ix)
-    pools = [n for n in ix.nodes if n.op_type in POOLING_OPS]
-    failures: list[Match] = []
-    for pool in reversed(pools):
-        m = _match_head(ix, pool)
+    pool = _the_pooling(ix)
+    m = _match_head(ix, pool)
+    if not m:
+        raise HeadNotFoundError(m.node, m.reason)
+    layers, pooling, classifier, rejected = m.value
+    return Head(path, inp.name, _dims(inp), _dtype(inp), layers, pooling, classifier, rejected)
+
+
+def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
+    """The head's pooling: the last global average pooling in graph order (a squeeze-
+    excitation gate's pooling comes before it). Which pooling is global is decided here,
+    before anything after it is read; raises HeadNotFoundError when there is none."""
+    not_global = None
+    for node in reversed(ix.nodes):
+        if node.op_type not in POOLING_OPS:
+            continue
+        m = pooling_axes(ix, node, 4) if node.op_type == "AveragePool" else Match(())
         if m:
-            layers, pooling, classifier, rejected = m.value
-            return Head(path, inp.name, _dims(inp), _dtype(inp), layers, pooling, classifier,
-                        rejected)
-        failures.append(m)
-    if failures:
-        raise HeadNotFoundError(failures[0].node, failures[0].reason)
+            return node
+        not_global = not_global or m
+    if not_global is not None:
+        raise HeadNotFoundError(not_global.node, not_global.reason)
     other = [n for n in ix.nodes if n.op_type in NOT_AVERAGE_POOLING]
     if other:
         raise HeadNotFoundError(GraphIndex.node_name(other[-1]),
                                 f"{other[-1].op_type} is not a global average pooling; "
                                 "the head needs GlobalAveragePool or a ReduceMean over H,W")
+    quantized = [n for n in ix.nodes if n.op_type in ("ConvInteger", "QLinearConv")]
+    if quantized and not any(n.op_type == "Conv" for n in ix.nodes):
+        raise HeadNotFoundError(GraphIndex.node_name(quantized[-1]),
+                                QUANTIZED_REASON.format(op=quantized[-1].op_type))
     if not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(None, "the model has no Conv node")
     raise HeadNotFoundError(None, "no global average pooling (GlobalAveragePool, ReduceMean "
@@ -86,14 +109,19 @@ def _dtype(vi: onnx.ValueInfoProto) -> str:
 
 
 def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
-    convs, blockers = _convs_upstream(ix, pool.input[0])
-    layers, rejected = [], []
+    convs, blockers, quantized = _convs_upstream(ix, pool.input[0])
+    # Quantized activations decide before the classifier (quantize_dynamic quantizes both).
+    quantized = quantized or _quantized_after(ix, pool)
+    if quantized:
+        return quantized[-1]
+    layers, rejected, rejected_convs = [], [], []
     for conv in convs:
         m = _match_layer(ix, conv, pool)
         if m:
             layers.append(m.value)
         else:
             rejected.append(m)
+            rejected_convs.append(conv)
     # The classifier is checked first: a non-linear head after the pooling (MLP, LayerNorm)
     # is the reason a model fails even when its convs would qualify.
     features = _num_features(ix, pool, layers)
@@ -102,9 +130,7 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
         return m
     if not layers:
         if rejected:
-            # A conv that only feeds another conv is not a head candidate: report the others.
-            conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
-            return min(rejected, key=lambda r: r.node in conv_names)
+            return _nearest_refusal(ix, pool, rejected_convs, rejected)
         if blockers:
             return blockers[0]
         return Match.fail(pool, "no Conv reaches the pooling through channel-wise operations")
@@ -119,22 +145,55 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
                   tuple((r.node, r.reason) for r in rejected)))
 
 
-def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], list[Match]]:
-    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order."""
-    convs, blockers, seen, stack = {}, [], set(), [start]
+def _quantized_after(ix: GraphIndex, pool: onnx.NodeProto) -> list[Match]:
+    """The refusal at the first op after the pooling that quantizes activations, if any."""
+    frontier = _Frontier(ix, ix.consumers.get(pool.output[0], []))
+    for node in frontier:
+        if node.op_type in QUANTIZED_OPS:
+            return [Match.fail(node, QUANTIZED_REASON.format(op=node.op_type))]
+        for out in node.output:
+            frontier.push(ix.consumers.get(out, []))
+    return []
+
+
+def _nearest_refusal(ix: GraphIndex, pool: onnx.NodeProto, convs: list[onnx.NodeProto],
+                     rejected: list[Match]) -> Match:
+    """The refusal to report when no conv qualifies: that of the conv nearest the pooling
+    (last in graph order), passing over convs that only feed another conv and the convs of a
+    gate on a 1x1 map (a squeeze-excitation's), which are no head candidates."""
+    conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
+    pooled = ix.static_dims(pool.input[0])
+
+    def on_1x1(conv: onnx.NodeProto) -> bool:
+        dims = ix.static_dims(conv.output[0])
+        return (dims is not None and tuple(dims[2:]) == (1, 1)
+                and (pooled is None or tuple(pooled[2:]) != (1, 1)))
+
+    ranked = sorted(zip(convs, rejected), key=lambda cr: (
+        cr[1].node in conv_names, on_1x1(cr[0]), -ix.order[id(cr[0])]))
+    return ranked[0][1]
+
+
+def _convs_upstream(ix: GraphIndex, start: str
+                    ) -> tuple[list[onnx.NodeProto], list[Match], list[Match]]:
+    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order;
+    the refusals at the other nodes reached, and at those that quantize activations."""
+    convs, blockers, quantized, seen, stack = {}, [], [], set(), [start]
     while stack:
         t = stack.pop()
         node = ix.producer.get(t)
-        if t in seen or node is None or ix.const(t) is not None:
+        if t in seen or node is None or ix.is_const(t):
             continue
         seen.add(t)
         if node.op_type == "Conv":
             convs[id(node)] = node
         elif node.op_type in CHANNELWISE_OPS:
             stack.extend(i for i in node.input if i)
+        elif node.op_type in QUANTIZED_OPS:
+            quantized.append(Match.fail(node, QUANTIZED_REASON.format(op=node.op_type)))
         else:
             blockers.append(channelwise_step(Ctx(ix, frozenset([node.input[0]]), NCHW), node))
-    return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers
+    return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers, quantized
 
 
 def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
