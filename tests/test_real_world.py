@@ -218,3 +218,129 @@ def test_quantized_convs_named(tmp_path):
     assert any(n.op_type == "ConvInteger" for n in onnx.load(out).graph.node)
     with pytest.raises(HeadNotFoundError, match="quantized"):
         analyze(out)
+
+
+# ---- quantized and half-precision weights ------------------------------------------------
+
+def stored_as(m: onnx.ModelProto, store) -> onnx.ModelProto:
+    """Every float initializer W replaced by ``store(W)`` -> (initializers, nodes computing
+    W from them); returns the model."""
+    inits = [t for t in m.graph.initializer if t.data_type == TensorProto.FLOAT]
+    nodes = []
+    for t in inits:
+        new_inits, new_nodes = store(t.name, numpy_helper.to_array(t))
+        m.graph.initializer.remove(t)
+        m.graph.initializer.extend(new_inits)
+        nodes += new_nodes
+    for k, n in enumerate(nodes):
+        m.graph.node.insert(k, n)
+    return m
+
+
+def holding(values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The float32 sample holding ``values`` as its weights."""
+    m = sample()
+    for t in m.graph.initializer:
+        if t.name in values:
+            t.CopyFrom(numpy_helper.from_array(values[t.name].astype(np.float32), t.name))
+    return m
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_weights_behind_cast(dtype, xy, tmp_path):
+    import ml_dtypes
+    np_dtype = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}[dtype]
+    rounded = {}
+
+    def store(name, w):
+        rounded[name] = w.astype(np_dtype).astype(np.float32)
+        t = numpy_helper.from_array(w.astype(np_dtype), name + "_half")
+        return [t], [helper.make_node("Cast", [t.name], [name], to=TensorProto.FLOAT)]
+    m = stored_as(sample(), store)
+    (layer,) = analyze_model(m).layers
+    assert f"measured kernel: stored as {dtype}" in layer.conv.describe()
+    np.testing.assert_allclose(measures(m, xy, tmp_path),
+                               measures(holding(rounded), xy, tmp_path, "ref.onnx"), rtol=RTOL)
+
+
+@pytest.mark.parametrize("opset", [13, 20])
+def test_int8_weights_behind_dequantize_linear(opset, xy, tmp_path):
+    """Per-axis int8 kernels and per-tensor uint8 others, dequantized as the graph does."""
+    dequantized = {}
+
+    def store(name, w):
+        per_axis = w.ndim == 4
+        axes = tuple(range(1, w.ndim))
+        scale = (np.abs(w).max(axis=axes) if per_axis else np.abs(w).max()) / 100
+        scale = scale.astype(np.float32)
+        s = scale.reshape((-1,) + (1,) * (w.ndim - 1)) if per_axis else scale
+        if per_axis:
+            zero = np.zeros(len(scale), np.int8)
+            q = np.clip(np.round(w / s), -127, 127).astype(np.int8)
+        else:
+            zero = np.array(128, np.uint8)
+            q = np.clip(np.round(w / s) + 128, 0, 255).astype(np.uint8)
+        dequantized[name] = (q.astype(np.float32) - zero.astype(np.float32).reshape(
+            s.shape if per_axis else ())) * s
+        inits = [numpy_helper.from_array(q, name + "_q"),
+                 numpy_helper.from_array(scale, name + "_scale"),
+                 numpy_helper.from_array(zero, name + "_zero")]
+        return inits, [helper.make_node("DequantizeLinear", [t.name for t in inits], [name],
+                                        **({"axis": 0} if per_axis else {}))]
+    m = stored_as(sample(), store)
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("", opset))
+    (layer,) = analyze_model(m).layers
+    assert "measured kernel: dequantized from int8 by DequantizeLinear" in layer.conv.describe()
+    np.testing.assert_allclose(measures(m, xy, tmp_path),
+                               measures(holding(dequantized), xy, tmp_path, "ref.onnx"),
+                               rtol=RTOL)
+
+
+def test_float16_model_with_float32_io(xy, tmp_path):
+    """onnxconverter-common's float16 conversion (float32 input and output, a trailing
+    Softmax -> Cast): within the stated tolerance of the float32 model, and says so."""
+    from onnxconverter_common import float16
+
+    from onnxflat.graph.analyze import FLOAT16_TOLERANCE
+    m = sample()
+    m.graph.node.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+    m.graph.output[0].name = "probs"
+    ref = measures(m, xy, tmp_path, "ref.onnx")
+    m16 = float16.convert_float_to_float16(m, keep_io_types=True)
+    assert m16.graph.node[-1].op_type == "Cast"
+    (layer,) = analyze_model(m16).layers
+    assert "float16 activations" in layer.conv.describe()
+    got = measures(m16, xy, tmp_path)
+    np.testing.assert_allclose(got, ref, rtol=FLOAT16_TOLERANCE)
+    assert np.max(np.abs(got / ref - 1)) > 1e-6  # it is float16 arithmetic
+
+
+def calibration(n=16):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            with np.load(TRAIN) as z:
+                self.batches = iter([{"image": x[None]} for x in z["x"][:n]])
+
+        def get_next(self):
+            return next(self.batches, None)
+    return Reader()
+
+
+@pytest.mark.parametrize("how", ["dynamic", "static_qdq"])
+def test_onnxruntime_quantized_sample_refused(how, tmp_path):
+    """onnxruntime.quantization's outputs quantize the head's activations: refused, telling
+    the user to measure the float model."""
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+    out = tmp_path / f"{how}.onnx"
+    if how == "dynamic":
+        quantize_dynamic(MODEL, out)
+    else:
+        quantize_static(MODEL, out, calibration(), quant_format=QuantFormat.QDQ)
+    with pytest.raises(HeadNotFoundError) as exc:
+        analyze(out)
+    assert "quantized" in exc.value.reason and "measure the float model" in exc.value.reason
+    op = {n.name: n.op_type for n in onnx.load(out).graph.node}[exc.value.node]
+    assert op == ("ConvInteger" if how == "dynamic" else "DequantizeLinear")

@@ -29,11 +29,12 @@ MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is d
 # Ops that quantize activations or compute on quantized ones. On the head's path they make
 # the loss piecewise constant in the kernel (zero derivatives almost everywhere): such
 # models are refused; weights stored as integers behind DequantizeLinear are folded instead.
-QUANTIZED_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
-                 "QLinearConv", "QLinearMatMul")
-QUANTIZED_REASON = ("{op} quantizes the head's activations; onnxflat measures float models "
-                    "(integer weights behind DequantizeLinear are dequantized): measure the "
-                    "float model before quantization")
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                 "MatMulInteger", "QLinearConv", "QLinearMatMul")
+QUANTIZED_REASON = ("{op}: the head's activations are quantized (their derivatives in the kernel "
+                    "vanish almost everywhere); onnxflat measures float activations (integer "
+                    "weights behind DequantizeLinear are dequantized): measure the float model "
+                    "before quantization")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
 
@@ -210,11 +211,32 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return Match(Conv(
+        notes=_precision_notes(ix, node),
         node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
         kernel=np.asarray(k, np.float64), bias=None if b is None else np.asarray(b, np.float64),
         strides=tuple(a.get("strides", (1, 1))), pads=tuple(a.get("pads", (0, 0, 0, 0))),
         dilations=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)),
         auto_pad=auto_pad))
+
+
+# What float16 arithmetic costs the measures: on the sample model they agree with the float32
+# model to 3e-4 relative (tests/test_real_world.py holds them to this bound).
+FLOAT16_TOLERANCE = 1e-3
+
+
+def _precision_notes(ix: GraphIndex, node: onnx.NodeProto) -> tuple[str, ...]:
+    """Notes on a conv whose kernel is not stored as plain floats or whose activations are
+    not float32/64."""
+    notes = []
+    origin = ix.origin(node.input[1])
+    if origin:
+        notes.append(f"measured kernel: {origin}")
+    low = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}.get(
+        ix.elem_type(node.output[0]))
+    if low:
+        notes.append(f"{low} activations: measures within {FLOAT16_TOLERANCE:g} of the "
+                     "float32 model's")
+    return tuple(notes)
 
 
 def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto) -> Match:
@@ -406,7 +428,8 @@ class _Frontier:
 def _reaches_output(ix: GraphIndex, name: str) -> bool:
     while name not in ix.graph_outputs:
         nxt = ix.consumers.get(name, [])
-        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze"):
-            return False
+        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze",
+                                                   "Cast"):
+            return False  # Cast: a float16 model's float32 output (keep_io_types)
         name = nxt[0].output[0]
     return True

@@ -20,6 +20,8 @@ class Conv:
     kernel: ``(C_out, C_in/groups, kh, kw)``; bias: ``(C_out,)`` or None.
     pads: ``(top, left, bottom, right)`` after resolving ``auto_pad`` when the
     input size is known (else kept with ``auto_pad`` and resolved per batch).
+    kernel is the float kernel the graph computes with: an integer kernel behind
+    DequantizeLinear is dequantized, a float16 one widened (``notes`` says so).
     """
 
     node: str
@@ -32,6 +34,9 @@ class Conv:
     dilations: tuple[int, int]
     groups: int
     auto_pad: str = "NOTSET"
+    # How the kernel or the activations differ from plain float32 (dequantized kernel,
+    # float16 storage or arithmetic), shown with the layer.
+    notes: tuple[str, ...] = ()
 
     @property
     def out_channels(self) -> int:
@@ -50,6 +55,7 @@ class Conv:
             extra.append(f"dilation {self.dilations[0]}x{self.dilations[1]}")
         if self.groups != 1:
             extra.append(f"groups {self.groups}")
+        extra += self.notes
         tail = f" ({', '.join(extra)})" if extra else ""
         return f"Conv '{self.node}' {ci * self.groups}->{co} {kh}x{kw}{tail}"
 

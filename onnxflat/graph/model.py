@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
-from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_19
+from onnx.reference.ops import load_op
 
 from ..errors import ModelError, first_line
 
@@ -164,16 +164,16 @@ FOLDABLE = frozenset({
     "Neg", "Sqrt", "Reciprocal", "Concat", "Slice", "Split", "Expand"})
 # Ops whose output may be larger than all their inputs together (broadcasts, fills).
 _BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Sum"})
+_LOW_PRECISION = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
 # Elements of one folded tensor (256 MiB in float32); a larger computed weight is refused.
 MAX_FOLD_ELEMENTS = 1 << 26
 
 
-class _DequantizeLinear(DequantizeLinear_19):
-    """onnx's reference DequantizeLinear (opset 19, per tensor and per axis) for the models
-    of opsets 10-18, whose DequantizeLinear it has no implementation for (same semantics
-    on integer inputs)."""
-
-    op_domain = ""
+# onnx's latest reference DequantizeLinear (per tensor, per axis, blocked), for the models of
+# opsets 10-18, whose DequantizeLinear it does not implement (their semantics are a subset).
+# The evaluator matches a replacement by its class name.
+_DEQUANTIZE_LINEAR = type("DequantizeLinear", (load_op("", "DequantizeLinear"),),
+                          {"op_domain": ""})
 
 
 class GraphIndex:
@@ -227,24 +227,37 @@ class GraphIndex:
         return known
 
     @cached_property
-    def shapes(self) -> dict[str, tuple]:
-        """Static shapes from ONNX shape inference (dims are int, or str/None when free)."""
+    def _inferred(self) -> tuple[dict[str, tuple], dict[str, int]]:
+        """Static shapes (dims are int, or str/None when free) and element types from ONNX
+        shape inference."""
         try:
             inferred = onnx.shape_inference.infer_shapes(weightless(self.model),
                                                          strict_mode=False)
         except Exception:
             inferred = self.model
-        out: dict[str, tuple] = {}
+        shapes: dict[str, tuple] = {}
+        types: dict[str, int] = {}
         g = inferred.graph
         for vi in list(g.value_info) + list(g.input) + list(g.output):
             t = vi.type.tensor_type
+            if t.elem_type:
+                types[vi.name] = t.elem_type
             if t.HasField("shape"):
-                out[vi.name] = tuple(
+                shapes[vi.name] = tuple(
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                     for d in t.shape.dim)
         for name, init in self.initializers.items():
-            out[name] = tuple(init.dims)
-        return out
+            shapes[name] = tuple(init.dims)
+            types[name] = init.data_type
+        return shapes, types
+
+    @property
+    def shapes(self) -> dict[str, tuple]:
+        return self._inferred[0]
+
+    def elem_type(self, name: str) -> int | None:
+        """The ONNX element type of tensor ``name`` when shape inference knows it."""
+        return self._inferred[1].get(name)
 
     def static_dims(self, name: str) -> tuple | None:
         return self.shapes.get(name)
@@ -267,6 +280,29 @@ class GraphIndex:
             for node in self._fold_plan(name):
                 self._evaluate(node)
         return self._values[name]
+
+    def origin(self, name: str) -> str:
+        """How constant ``name`` is stored when it is not plainly as float32/64: dequantized
+        from integers, or rounded to float16/bfloat16 (else "")."""
+        seen, todo, low = set(), [name], ""
+        while todo:
+            t = todo.pop()
+            if t in seen or t not in self.constants:
+                continue
+            seen.add(t)
+            node = self.producer.get(t)
+            if t in self.initializers or node is None:
+                low = low or _LOW_PRECISION.get(self.initializers[t].data_type, "")
+                continue
+            if node.op_type == "DequantizeLinear":
+                kind = onnx.TensorProto.DataType.Name(self.elem_type(node.input[0]) or 0)
+                return (f"dequantized from {kind.lower()} by DequantizeLinear "
+                        f"'{self.node_name(node)}'")
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                low = low or _LOW_PRECISION.get(value.data_type if value else 0, "")
+            todo.extend(i for i in node.input if i)
+        return f"stored as {low}" if low else ""
 
     def _fold_plan(self, name: str) -> list[onnx.NodeProto]:
         """The nodes still to evaluate for ``name``, in graph order."""
@@ -296,7 +332,7 @@ class GraphIndex:
                              f"{MAX_FOLD_ELEMENTS}); refused")
         opsets = {imp.domain or "": int(imp.version) for imp in self.model.opset_import}
         opsets[""] = self.opset
-        new_ops = [_DequantizeLinear] if self.opset < 19 else None
+        new_ops = [_DEQUANTIZE_LINEAR] if self.opset < 19 else None
         feeds = {i: v for i, v in zip(node.input, ins) if i}
         graph = onnx.helper.make_graph(
             [node], "fold", [onnx.ValueInfoProto(name=i) for i in feeds],
