@@ -413,3 +413,30 @@ def test_image_decompression_bomb_refused(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / c / "0.png")
     (tmp_path / "a" / "bomb.png").write_bytes(png)
     assert_refused(["measure", MODEL, "--data", tmp_path], "bomb.png", "too large")
+
+
+# ---- onnxruntime failures: the model's or the data's ------------------------------------
+
+def test_runtime_failure_inside_the_model_is_a_model_error(tmp_path, good_data):
+    """A Reshape hard-coding batch 1 in a model with a free batch axis fails inside
+    onnxruntime: told as the model's failure (exit 2), not as bad data."""
+    def edit(m):
+        flat = next(n for n in m.graph.node if n.op_type == "Flatten")
+        m.graph.initializer.append(numpy_helper.from_array(np.array([1, 32]), "one_row"))
+        flat.CopyFrom(helper.make_node("Reshape", [flat.input[0], "one_row"],
+                                       list(flat.output), name="one_row_reshape"))
+    assert_refused(["measure", edited(tmp_path, edit), "--data", good_data, "--batch-size", 4],
+                   "onnxruntime cannot run the model", "one_row_reshape")
+
+
+def test_runtime_error_classes():
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    from onnxflat.errors import DataError, ModelError
+    from onnxflat.runtime import run_error
+    assert isinstance(run_error(state.InvalidArgument("Got invalid dimensions"), (2, 1, 8, 8)),
+                      DataError)
+    assert isinstance(run_error(state.NotImplemented("Could not find an implementation"),
+                                (2, 1, 8, 8)), ModelError)
+    oom = run_error(state.RuntimeException("Failed to allocate memory"), (2, 1, 8, 8))
+    assert isinstance(oom, DataError) and "--batch-size" in str(oom)

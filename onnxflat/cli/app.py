@@ -33,8 +33,10 @@ def guard(fn):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except MemoryError as exc:
-            click.echo(f"error: out of memory ({first_line(exc)}); use a smaller --batch-size "
-                       "or a smaller model input", err=True)
+            batched = any(p.name == "batch_size" for p in ctx.command.params)
+            hint = ("use a smaller --batch-size or a smaller model input" if batched else
+                    "the model needs more memory than this machine has")
+            click.echo(f"error: out of memory ({first_line(exc)}); {hint}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if (ctx.find_root().obj or {}).get("debug"):

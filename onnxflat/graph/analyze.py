@@ -201,8 +201,8 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     a = ix.attrs(node)
     k = ix.const(node.input[1])
     if k is None:
-        return Match.fail(node, "the conv kernel is not a constant (quantized or computed "
-                                "weights are not supported)")
+        return Match.fail(node, f"the conv kernel is not a constant: "
+                                f"{ix.why_not_const(node.input[1])}")
     if k.ndim != 4:
         return Match.fail(node, f"only 2-D convolutions are supported (kernel rank {k.ndim})")
     b = ix.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None

@@ -281,6 +281,17 @@ class GraphIndex:
                 self._evaluate(node)
         return self._values[name]
 
+    def why_not_const(self, name: str) -> str:
+        """Why tensor ``name`` is not a constant: the model input it comes from, or the
+        nearest node computing it that onnxflat does not fold."""
+        t = name
+        while (node := self.producer.get(t)) is not None and node.op_type in FOLDABLE:
+            t = next(i for i in node.input if i and i not in self.constants)
+        if node is None:
+            return f"'{name}' is fed by the model input '{t}'"
+        return f"'{name}' is computed by {node.op_type} '{self.node_name(node)}', which " \
+               "onnxflat does not fold"
+
     def origin(self, name: str) -> str:
         """How constant ``name`` is stored when it is not plainly as float32/64: dequantized
         from integers, or rounded to float16/bfloat16 (else "")."""
