@@ -440,3 +440,26 @@ def test_runtime_error_classes():
                                 (2, 1, 8, 8)), ModelError)
     oom = run_error(state.RuntimeException("Failed to allocate memory"), (2, 1, 8, 8))
     assert isinstance(oom, DataError) and "--batch-size" in str(oom)
+
+
+@pytest.mark.parametrize("where, lengths", [("after_pooling", (5, 5, 5, 5)),
+                                            ("after_pooling", (32, 32, 32, 5)),
+                                            ("before_pooling", (32, 32, 32, 5))])
+def test_batchnorm_parameters_of_wrong_length(tmp_path, good_data, where, lengths):
+    """A BatchNormalization whose parameters do not fit the features is a bad model (exit 2,
+    naming the node), not an internal error."""
+    def edit(m):
+        op = "Flatten" if where == "after_pooling" else "GlobalAveragePool"
+        i = next(k for k, n in enumerate(m.graph.node) if n.op_type == op)
+        src = m.graph.node[i].input[0] if where == "before_pooling" else m.graph.node[i].output[0]
+        names = []
+        for k, n in enumerate(lengths):
+            names.append(f"bn{k}")
+            m.graph.initializer.append(numpy_helper.from_array(
+                np.full(n, 0.5 + k, np.float32), names[-1]))
+        for n in m.graph.node:
+            n.input[:] = ["bn_out" if x == src else x for x in n.input]
+        m.graph.node.insert(i + (where == "after_pooling"), helper.make_node(
+            "BatchNormalization", [src] + names, ["bn_out"], name="bad_bn"))
+    line = assert_refused(["inspect", edited(tmp_path, edit)], "bad_bn", "BatchNormalization")
+    assert "internal error" not in line

@@ -433,3 +433,36 @@ def test_export_measured_against_autograd(build, param, steps, keep_bn, tmp_path
     trace, kappa = hessian_measures(model, x, y, param)
     assert abs(got.trace - trace) < 1e-5 * abs(trace), (got.trace, trace)
     assert abs(got.kappa - kappa) < 1e-5 * abs(kappa), (got.kappa, kappa)
+
+
+def _timm_narrow(name):
+    _torchvision_ops()
+    from timm.models import nfnet
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+    if name == "seresnet18":
+        return ResNet(BasicBlock, (2, 2, 2, 2), num_classes=5, stem_width=8,
+                      channels=(8, 8, 16, 16), block_args=dict(attn_layer="se"))
+    if name == "ecaresnet26t":
+        return ResNet(Bottleneck, (2, 2, 2, 2), num_classes=5, stem_width=8,
+                      stem_type="deep_tiered", avg_down=True, channels=(4, 4, 8, 8),
+                      block_args=dict(attn_layer="eca"))
+    return nfnet.NormFreeNet(nfnet._nfres_cfg(depths=(2, 2, 2, 2), channels=(16, 16, 32, 32)),
+                             num_classes=5)
+
+
+@pytest.mark.parametrize("name, block, reason", [
+    ("seresnet18", "/layer4/layer4.1/", "squeeze-excitation"),
+    ("ecaresnet26t", "/layer4/layer4.1/", "squeeze-excitation"),
+    ("nf_resnet26", "/stages/stages.3/stages.3.1/", "computed by BatchNormalization"),
+])
+def test_timm_refusals_name_the_last_block(name, block, reason):
+    """timm's layouts at a few channels: the refusal names a node of the last block (the one
+    nearest the pooling), found without trying the gates' poolings as heads."""
+    import torch
+
+    from .zoo import export
+    torch.manual_seed(0)
+    proto = export(_timm_narrow(name).eval(), torch.randn(2, 3, 64, 64), opset=17)
+    with pytest.raises(HeadNotFoundError) as exc:
+        analyze_model(proto)
+    assert exc.value.node.startswith(block) and reason in exc.value.reason, exc.value
