@@ -344,3 +344,125 @@ def test_onnxruntime_quantized_sample_refused(how, tmp_path):
     assert "quantized" in exc.value.reason and "measure the float model" in exc.value.reason
     op = {n.name: n.op_type for n in onnx.load(out).graph.node}[exc.value.node]
     assert op == ("ConvInteger" if how == "dynamic" else "DequantizeLinear")
+
+
+# ---- torchvision / timm exports ---------------------------------------------------------
+
+def _torchvision_ops() -> None:
+    """Declare torchvision's custom ops when its compiled extension cannot load (a wheel
+    built for another device): its pure-Python model definitions import after that."""
+    import torch
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError:
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _torchvision_ops.lib = lib  # the definitions live as long as the library object
+
+
+def efficientnet_v2_s_narrow():
+    """torchvision's efficientnet_v2_s at its full depth (40 blocks: the graph that once
+    hit the recursion limit) with 8 channels."""
+    from functools import partial
+
+    import torch
+    _torchvision_ops()
+    from torchvision.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
+    cfg = [FusedMBConvConfig(1, 3, 1, 8, 8, 2), FusedMBConvConfig(4, 3, 2, 8, 8, 4),
+           FusedMBConvConfig(4, 3, 2, 8, 8, 4), MBConvConfig(4, 3, 2, 8, 8, 6),
+           MBConvConfig(6, 3, 1, 8, 8, 9), MBConvConfig(6, 3, 2, 8, 8, 15)]
+    return EfficientNet(cfg, dropout=0.2, last_channel=8, num_classes=5,
+                        norm_layer=partial(torch.nn.BatchNorm2d, eps=1e-3))
+
+
+def dpn_narrow():
+    """timm's DPN blocks (dpn68's dual paths: the last conv's channels are sliced into the
+    residual and the dense path, then concatenated) with a few channels."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    _torchvision_ops()
+    from timm.models.dpn import DualPathBlock
+
+    from .architectures import bn
+
+    class TinyDPN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, 2, 1)
+            self.b1 = DualPathBlock(8, 4, 4, 6, 2, 2, "proj")
+            self.b2 = DualPathBlock(12, 4, 4, 6, 2, 2, "normal")
+            self.norm = bn(14)
+            self.classifier = nn.Conv2d(14, 5, 1)
+
+        def forward(self, x):
+            h = self.b2(self.b1(F.relu(self.stem(x))))
+            g = F.adaptive_avg_pool2d(F.relu(self.norm(h)), 1)
+            return self.classifier(g).flatten(1)
+    return TinyDPN()
+
+
+@pytest.mark.parametrize("build, param, steps, keep_bn", [
+    (efficientnet_v2_s_narrow, "features.7.0.weight", ("affine", "sigmoid", "mul"), True),
+    # the exporter's constant folding (timm's default export) makes the Slice bounds static;
+    # the measured conv follows its BatchNorm (pre-activation), so it is not fused
+    (dpn_narrow, "b2.c1x1_c.conv.weight", ("take", "take", "add", "concat", "affine", "relu"),
+     False),
+], ids=["tv_efficientnet_v2_s", "timm_dpn"])
+def test_export_measured_against_autograd(build, param, steps, keep_bn, tmp_path):
+    import torch
+
+    from .reference import hessian_measures
+    from .zoo import export
+    torch.manual_seed(0)
+    model = build().eval()
+    for m in model.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "m.onnx"
+    onnx.save(export(model, torch.randn(2, 3, 64, 64), keep_bn=keep_bn, opset=17), path)
+    (layer,) = analyze(path).layers
+    assert tuple(s.fn for s in layer.steps) == steps
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 64, 64, generator=g)
+    y = torch.randint(0, 5, (6,), generator=g)
+    (got,) = onnxflat.measure(path, x.numpy(), y.numpy(), batch_size=4).layers
+    trace, kappa = hessian_measures(model, x, y, param)
+    assert abs(got.trace - trace) < 1e-5 * abs(trace), (got.trace, trace)
+    assert abs(got.kappa - kappa) < 1e-5 * abs(kappa), (got.kappa, kappa)
+
+
+def _timm_narrow(name):
+    _torchvision_ops()
+    from timm.models import nfnet
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+    if name == "seresnet18":
+        return ResNet(BasicBlock, (2, 2, 2, 2), num_classes=5, stem_width=8,
+                      channels=(8, 8, 16, 16), block_args=dict(attn_layer="se"))
+    if name == "ecaresnet26t":
+        return ResNet(Bottleneck, (2, 2, 2, 2), num_classes=5, stem_width=8,
+                      stem_type="deep_tiered", avg_down=True, channels=(4, 4, 8, 8),
+                      block_args=dict(attn_layer="eca"))
+    return nfnet.NormFreeNet(nfnet._nfres_cfg(depths=(2, 2, 2, 2), channels=(16, 16, 32, 32)),
+                             num_classes=5)
+
+
+@pytest.mark.parametrize("name, block, reason", [
+    ("seresnet18", "/layer4/layer4.1/", "squeeze-excitation"),
+    ("ecaresnet26t", "/layer4/layer4.1/", "squeeze-excitation"),
+    ("nf_resnet26", "/stages/stages.3/stages.3.1/", "computed by BatchNormalization"),
+])
+def test_timm_refusals_name_the_last_block(name, block, reason):
+    """timm's layouts at a few channels: the refusal names a node of the last block (the one
+    nearest the pooling), found without trying the gates' poolings as heads."""
+    import torch
+
+    from .zoo import export
+    torch.manual_seed(0)
+    proto = export(_timm_narrow(name).eval(), torch.randn(2, 3, 64, 64), opset=17)
+    with pytest.raises(HeadNotFoundError) as exc:
+        analyze_model(proto)
+    assert exc.value.node.startswith(block) and reason in exc.value.reason, exc.value

@@ -95,13 +95,25 @@ class Layer:
 
     layout: for each axis of the pooling input, the NCHW axis of the conv output it holds
     (``(0, 2, 3, 1)`` for NHWC). channel_offset: index of the conv's first channel among
-    the pooled features (non-zero after a channel Concat).
+    the pooled features (non-zero after a channel Concat). When channel Slices/Splits send
+    the conv's channels to several places (DPN), ``features`` gives the pooled feature of
+    each conv channel and ``jet_order`` the conv channel at each channel of the steps'
+    output (its channels are in path order, not conv order); both empty otherwise.
     """
 
     conv: Conv
     steps: tuple[Step, ...]
     layout: tuple[int, int, int, int] = NCHW
     channel_offset: int = 0
+    features: tuple[int, ...] = ()
+    jet_order: tuple[int, ...] = ()
+
+    @property
+    def feature_index(self) -> np.ndarray:
+        """``(C_out,)`` the pooled feature each conv channel reaches."""
+        if self.features:
+            return np.asarray(self.features, dtype=np.intp)
+        return np.arange(self.channel_offset, self.channel_offset + self.conv.out_channels)
 
     @property
     def fetches(self) -> list[str]:
@@ -113,6 +125,8 @@ class Layer:
         fns = [s.fn for s in self.steps if s.fn not in ("identity", "transpose")]
         path = " -> ".join(fns) if fns else "identity"
         off = f" [channels {self.channel_offset}..]" if self.channel_offset else ""
+        if self.features:
+            off = f" [channels spread over features {min(self.features)}..{max(self.features)}]"
         return f"{self.conv.describe()} -> {path}{off}"
 
 

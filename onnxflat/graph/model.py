@@ -283,6 +283,19 @@ class GraphIndex:
                 self._evaluate(node)
         return self._values[name]
 
+    def why_not_const(self, name: str) -> str:
+        """Why tensor ``name`` is not a constant: the model input it comes from, or the
+        nearest node computing it that onnxflat does not fold."""
+        t = name
+        while (node := self.producer.get(t)) is not None and node.op_type in FOLDABLE:
+            t = next((i for i in node.input if i and i not in self.constants), None)
+            if t is None:  # a form onnxflat does not fold (sparse Constant, other domain)
+                break
+        if node is None:
+            return f"'{name}' is fed by the model input '{t}'"
+        return f"'{name}' is computed by {node.op_type} '{self.node_name(node)}', which " \
+               "onnxflat does not fold"
+
     def origin(self, name: str) -> str:
         """How constant ``name`` is stored when it is not plainly as float32/64: dequantized
         from integers, or rounded to float16/bfloat16 (else "")."""
@@ -315,7 +328,11 @@ class GraphIndex:
                 continue
             seen.add(t)
             if t in self.initializers:
-                self._values[t] = numpy_helper.to_array(self.initializers[t])
+                try:
+                    self._values[t] = numpy_helper.to_array(self.initializers[t])
+                except Exception as exc:  # an element type NumPy cannot hold
+                    raise ModelError(f"cannot read initializer '{t}': {first_line(exc)}") \
+                        from None
                 continue
             node = self.producer[t]
             plan[id(node)] = node

@@ -207,6 +207,10 @@ def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
         if node.input[0] not in ctx.dep or any(v is None for v in vals):
             return Match.fail(node, "BatchNormalization with non-constant statistics")
         scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+        if len({v.shape for v in (scale, shift, mean, var)}) != 1 or scale.ndim != 1:
+            return Match.fail(node, "BatchNormalization parameters of shapes "
+                                    f"{[v.shape for v in (scale, shift, mean, var)]}: not one "
+                                    "vector per channel")
         s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
         t = shift - mean * s
         shape = (-1,) + (1,) * (len(ctx.layout) - 2)
@@ -423,10 +427,14 @@ def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Ma
         if any(v is None for v in vals):
             return Match.fail(node, "BatchNormalization with non-constant statistics")
         scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+        sizes = [v.size for v in (scale, shift, mean, var)]
+        if any(v.ndim != 1 for v in (scale, shift, mean, var)) or set(sizes) != {out}:
+            return Match.fail(node, f"BatchNormalization parameters of lengths {sizes} do not "
+                                    f"fit the {out} pooled features")
         s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
         return Match(f.scaled(s, shift - mean * s))
     if op == "LayerNormalization":
-        return Match.fail(node, "LayerNormalization after the pooling (ConvNeXt-style head) is "
+        return Match.fail(node, "LayerNormalization after the pooling is "
                                 "not linear in the pooled features")
     if op in NONLINEAR_AFTER_POOL:
         return Match.fail(node, f"{op} after the pooling: the head after pooling is non-linear "
