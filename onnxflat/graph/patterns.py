@@ -96,6 +96,10 @@ CHANNELWISE_NOTES = {
     "Concat": "along the conv's channel axis, one conv-dependent input with static channel "
               "counts: the conv's channels are a slice of the pooled features (DenseNet, "
               "Inception)",
+    "Slice, Split": "along the conv's channel axis, constant bounds: each conv channel kept "
+                    "goes to its own pooled feature, several conv-dependent tensors may be "
+                    "concatenated again (DPN's dual paths); every conv channel must reach "
+                    "the pooling once",
     "Shape, Size": "read only the shape: not a path to the logits, ignored",
 }
 POOLING_NOTES = {
@@ -235,7 +239,7 @@ SPATIAL_OPS = {
     "MaxPool": "mixes positions", "AveragePool": "mixes positions", "LpPool": "mixes positions",
     "Resize": "changes the spatial grid", "Upsample": "changes the spatial grid",
     "Conv": "mixes positions and channels", "ConvTranspose": "mixes positions and channels",
-    "Pad": "changes the spatial grid", "Slice": "changes the spatial grid",
+    "Pad": "changes the spatial grid", "Slice": "along a spatial axis: changes the grid",
     "Reshape": "may mix channels and positions", "Flatten": "mixes channels and positions",
     "GlobalAveragePool": "pools positions", "GlobalMaxPool": "pools positions",
     "ReduceMean": "reduces axes", "ReduceMax": "reduces axes", "ReduceSum": "reduces axes",
