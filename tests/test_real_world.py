@@ -403,14 +403,14 @@ def dpn_narrow():
     return TinyDPN()
 
 
-@pytest.mark.parametrize("build, param, steps, keep_bn", [
-    (efficientnet_v2_s_narrow, "features.7.0.weight", ("affine", "sigmoid", "mul"), True),
+@pytest.mark.parametrize("build, param, steps, keep_bn, hw", [
+    (efficientnet_v2_s_narrow, "features.7.0.weight", ("affine", "sigmoid", "mul"), True, 32),
     # the exporter's constant folding (timm's default export) makes the Slice bounds static;
     # the measured conv follows its BatchNorm (pre-activation), so it is not fused
     (dpn_narrow, "b2.c1x1_c.conv.weight", ("take", "take", "add", "concat", "affine", "relu"),
-     False),
+     False, 64),
 ], ids=["tv_efficientnet_v2_s", "timm_dpn"])
-def test_export_measured_against_autograd(build, param, steps, keep_bn, tmp_path):
+def test_export_measured_against_autograd(build, param, steps, keep_bn, hw, tmp_path):
     import torch
 
     from .reference import hessian_measures
@@ -423,11 +423,11 @@ def test_export_measured_against_autograd(build, param, steps, keep_bn, tmp_path
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "m.onnx"
-    onnx.save(export(model, torch.randn(2, 3, 64, 64), keep_bn=keep_bn, opset=17), path)
+    onnx.save(export(model, torch.randn(2, 3, hw, hw), keep_bn=keep_bn, opset=17), path)
     (layer,) = analyze(path).layers
     assert tuple(s.fn for s in layer.steps) == steps
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 3, 64, 64, generator=g)
+    x = torch.randn(6, 3, hw, hw, generator=g)
     y = torch.randint(0, 5, (6,), generator=g)
     (got,) = onnxflat.measure(path, x.numpy(), y.numpy(), batch_size=4).layers
     trace, kappa = hessian_measures(model, x, y, param)
