@@ -102,7 +102,7 @@ def Tracker(data, path, y=None, *, every: int = 1, subset: int | None = 1024, se
     exports the model and measures it on a fixed, seeded ``subset`` of ``data`` (see
     :func:`~onnxflat.frameworks.subset_arrays`), appending a row to ``path`` (.jsonl or .csv).
 
-    >>> tracker = onnxflat.torch.Tracker(train_set, "run.jsonl", every=5, subset=512)  # doctest: +SKIP
+    >>> tracker = onnxflat.torch.Tracker(train_set, "run.jsonl", every=5)  # doctest: +SKIP
     """
     from . import track
 

@@ -99,9 +99,12 @@ AUROC, 0.5 is chance, 1.0 finds every flipped sample first. `incorrect` is 1 - `
 | --- | {' | '.join('---' for _ in range(args.seeds))} | --- |
 {table}
 
-| seed | flipped | flipped samples fitted (train acc on them) | train acc (noisy labels) | test acc |
+| seed | flipped | flipped samples fitted | train acc (noisy labels) | test acc |
 | --- | --- | --- | --- | --- |
 {facts}
+
+"flipped samples fitted": the fraction of flipped samples whose wrong label the model
+predicts (it memorised them).
 
 ## Reading
 
