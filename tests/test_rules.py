@@ -27,7 +27,7 @@ def _node_of(op: str) -> tuple[GraphIndex, onnx.NodeProto]:
     """A one-node model applying ``op`` to X ``(1, C, 2, 2)`` (binary ops: times a per-channel
     constant)."""
     consts = EXTRA_INPUTS.get(op)
-    if consts is None and op in ("Add", "Sub", "Mul", "Div", "Max", "Min"):
+    if consts is None and op in ("Add", "Sum", "Sub", "Mul", "Div", "Max", "Min"):
         consts = [np.full((C, 1, 1), 0.5, np.float32)]
     consts = consts or []
     names = [f"k{i}" for i in range(len(consts))]

@@ -275,7 +275,8 @@ def _classifier(ops: tuple[HeadOp, ...]) -> int | None:
 def _reaches_output(ix: GraphIndex, name: str) -> bool:
     while name not in ix.graph_outputs:
         nxt = ix.consumers.get(name, [])
-        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze"):
-            return False
+        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze",
+                                                   "Cast"):
+            return False  # Cast: a float16 model's float32 output (keep_io_types)
         name = nxt[0].output[0]
     return True

@@ -100,13 +100,15 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
                 args.append(xp.astype(xp.asarray(tensors[op.name]), dtype))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
-        if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
+        if step.fn not in ("transpose", "take", "concat") and tuple(out.v.shape) != dep_shape:
             raise NumericalError(f"step '{step.node}' broadcasts the conv output "
                                  f"{dep_shape} to {tuple(out.v.shape)}")
         env[step.output] = out
     final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
     if layer.layout != NCHW:
         final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
+    if layer.jet_order:  # back to the conv's channel order
+        final = jets.take(final, tuple(np.argsort(layer.jet_order).tolist()), axis=1)
     n, c = final.v.shape[0], final.v.shape[1]
     d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
     d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
@@ -330,11 +332,11 @@ class FlatnessAccumulator:
         z_shape = tuple(tensors[conv.output].shape)
         geo = self._geom(layer, a0.shape, z_shape)
         dev = _device(a0)
-        c_out, off = conv.out_channels, layer.channel_offset
-        cols = slice(off, off + c_out)
-        gamma = gamma[:, cols]
+        c_out = conv.out_channels
+        cols = self._const(xp, f"cols{i}", lambda: layer.feature_index, dev)
+        gamma = xp.take(gamma, cols, axis=1)
         if head_factors is None:
-            bdiag, q = spread[:, cols], q[:, cols]  # bdiag: diag of B
+            bdiag, q = (xp.take(t, cols, axis=1) for t in (spread, q))  # bdiag: B's diag
             classes = self.head.num_classes
         else:
             classes = afterpool.width(self.head.after)
@@ -346,8 +348,8 @@ class FlatnessAccumulator:
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
             if head_factors is None:
-                wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
-                    self.head.after.compose()[0][:, cols].T.astype(kdt)), dev)  # (C_out, C)
+                wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (  # (C_out, C)
+                    self.head.after.compose()[0][:, layer.feature_index].T.astype(kdt)), dev)
         route = self.options.route or choose_route(geo, full)
         n = a0.shape[0]
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
@@ -370,8 +372,8 @@ class FlatnessAccumulator:
                 xp.astype(d2, xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R
             if head_factors is not None:
-                x, y, d = head_factors(sl)
-                x, y, d = x[:, cols], y[:, cols], None if d is None else d[:, cols]
+                x, y, d = (None if t is None else xp.take(t, cols, axis=1)
+                           for t in head_factors(sl))
                 ahat = xp.sum(x * y, axis=2) + (0.0 if d is None else d)  # diag of Ahat
                 traces.append(ahat * rdiag + gamma[sl] * e)
                 if full:
