@@ -86,6 +86,28 @@ def dense_products(head, positions, n) -> float:
     return time.perf_counter() - t
 
 
+def head_products(head, n) -> float:
+    """Seconds of the head's per-sample Jacobian products for n samples (0 for an affine
+    head): forward values, adjoints and the factors of Ahat (``measures.afterpool``), fed
+    random pooled features, one sample at a time as the accumulator's strips take them."""
+    from onnxflat.measures import afterpool
+    if head.after.affine:
+        return 0.0
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((n, head.num_features))
+    t = time.perf_counter()
+    fwd = afterpool.forward(head.after, g, np)
+    f = fwd.logits
+    p = np.exp(f - f.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    delta = p.copy()
+    delta[np.arange(n), rng.integers(0, p.shape[1], n)] -= 1.0
+    betas = afterpool.backward(head.after, fwd, delta, np)
+    for s in range(n):
+        afterpool.factors(head.after, fwd, betas, p, slice(s, s + 1), np)
+    return time.perf_counter() - t
+
+
 def run_onnxflat(path, data, threads, kappa) -> tuple[float, object]:
     t = time.perf_counter()
     res = onnxflat.measure(path, batches=data, kappa=kappa, threads=threads)
@@ -114,16 +136,18 @@ def bench_model(key, n, batch, threads, repeats, rss: bool) -> dict:
     path = export(key)
     head = analyze_model(load_model(path), str(path))
     data = list(batches(spec, n, batch))  # generated once, outside the timings
-    times = {"F1": [], "dense": [], "all": [], "nokappa": []}
+    times = {"F1": [], "dense": [], "head J": [], "all": [], "nokappa": []}
     for _ in range(repeats):
         times["F1"].append(f1(path, data, threads))
         times["dense"].append(dense_products(head, spec.positions, n))
+        times["head J"].append(head_products(head, n))
         times["all"].append(run_onnxflat(path, data, threads, True)[0])
         times["nokappa"].append(run_onnxflat(path, data, threads, False)[0])
     best = {k: min(v) for k, v in times.items()}
     best["F2"] = best["F1"] + best["dense"]
     row = {"model": f"({key}) {spec.name}", "N": n, **best,
-           "nokappa/F1": best["nokappa"] / best["F1"], "all/F2": best["all"] / best["F2"]}
+           "nokappa/F1": best["nokappa"] / best["F1"], "all/F2": best["all"] / best["F2"],
+           "all/F1": best["all"] / best["F1"]}
     if rss:
         r1, r4 = peak_rss(key, n, batch, threads), peak_rss(key, 4 * n, batch, threads)
         row.update({"RSS N": r1, "RSS 4N": r4, "4N/N": r4 / r1})
@@ -131,8 +155,8 @@ def bench_model(key, n, batch, threads, repeats, rss: bool) -> dict:
 
 
 def print_table(rows) -> None:
-    cols = ["model", "N", "F1", "F2", "nokappa", "all", "nokappa/F1", "all/F2", "RSS N",
-            "RSS 4N", "4N/N"]
+    cols = ["model", "N", "F1", "F2", "head J", "nokappa", "all", "nokappa/F1", "all/F2",
+            "all/F1", "RSS N", "RSS 4N", "4N/N"]
     cols = [c for c in cols if any(c in r for r in rows)]
     fmt = {c: ("{:>8.2f}" if c not in ("model", "N") else "{}") for c in cols}
     print("| " + " | ".join(cols) + " |")

@@ -4,6 +4,8 @@
     at 4x4. (b) ``resnet50``: ResNet-50 (bottlenecks 3-4-6-3), 3x224x224, 1000 classes, last
     conv 1x1 512->2048 at 7x7. (c) ``efficientnet_b0``: EfficientNet-B0 (MBConv with SiLU and
     squeeze-excitation), 3x224x224, head conv 1x1 320->1280 -> SiLU -> GAP -> 1000 classes.
+(d) ``mobilenet_v3_large_style``: MobileNetV3-Large's stages, head conv 1x1 160->960 ->
+    Hardswish -> GAP -> Linear 960->1280 -> Hardswish -> Linear 1280->1000 (non-linear head).
 
 Weights are random (seeded), BatchNorm statistics random and folded into the convs by the
 exporter, as in a deployed file; data are standard-normal images with uniform random labels.
@@ -60,6 +62,7 @@ SPECS = {
     "a": Spec("resnet18_cifar", 32, 10, 1024, "layers.7.c2.weight", 16),
     "b": Spec("resnet50", 224, 1000, 128, "layers.15.c3.weight", 49),
     "c": Spec("efficientnet_b0", 224, 1000, 128, "head.0.weight", 49),
+    "d": Spec("mobilenet_v3_large_style", 224, 1000, 128, "head.0.weight", 49),
 }
 
 

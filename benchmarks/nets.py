@@ -120,6 +120,32 @@ class EfficientNetB0(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1).flatten(1))
 
 
+class MobileNetV3LargeStyle(nn.Module):
+    """MobileNetV3-Large's stages (MBConv blocks) and its head after the pooling: 1x1 conv
+    160->960 + Hardswish at 7x7 -> GAP -> Linear 960->1280 -> Hardswish -> Dropout ->
+    Linear 1280->1000 (a non-linear head: the measures need its per-sample Jacobian)."""
+
+    STAGES = [(1, 16, 1, 1, 3), (4, 24, 2, 2, 3), (3, 40, 3, 2, 5), (6, 80, 4, 2, 3),
+              (6, 112, 2, 1, 3), (6, 160, 3, 2, 5)]
+
+    def __init__(self, classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), _bn(16), nn.Hardswish())
+        blocks, cin = [], 16
+        for e, c, n, s, k in self.STAGES:
+            for i in range(n):
+                blocks.append(MBConv(cin, c, e, k, s if i == 0 else 1))
+                cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Conv2d(160, 960, 1, bias=False), _bn(960), nn.Hardswish())
+        self.classifier = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(0.2),
+                                        nn.Linear(1280, classes))
+
+    def forward(self, x):
+        g = F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1).flatten(1)
+        return self.classifier(g)
+
+
 def fold_bn(model: nn.Module) -> nn.Module:
     """Fold every Conv2d -> BatchNorm2d pair (as the exporter does), so the torch model and
     the ONNX file share the kernels the measures refer to."""
@@ -143,4 +169,5 @@ NETS = {
     "resnet18_cifar": lambda: ResNet(Basic, [64, 128, 256, 512], [2, 2, 2, 2], 10, cifar=True),
     "resnet50": lambda: ResNet(Bottleneck, [64, 128, 256, 512], [3, 4, 6, 3], 1000, cifar=False),
     "efficientnet_b0": lambda: EfficientNetB0(1000),
+    "mobilenet_v3_large_style": lambda: MobileNetV3LargeStyle(1000),
 }

@@ -21,12 +21,13 @@ def hardswish(t, reference):
 
 
 class Body(nn.Module):
-    """stem conv -> ReLU -> conv -> SiLU -> global average pooling -> ``head``."""
+    """stem conv -> ReLU -> conv -> ``act`` -> global average pooling -> ``head``."""
 
-    def __init__(self, head: str, seed: int = 0):
+    def __init__(self, head: str, seed: int = 0, act=F.silu):
         super().__init__()
         torch.manual_seed(seed)
         self.kind = head
+        self.act = act
         self.reference = False
         self.stem = nn.Conv2d(3, 5, 3, padding=1)
         self.conv = nn.Conv2d(5, C_OUT, 3, padding=1)
@@ -61,7 +62,7 @@ class Body(nn.Module):
             self.fc.weight.mul_(2.0)
 
     def forward(self, x):
-        a = F.silu(self.conv(F.relu(self.stem(x))))
+        a = self.act(self.conv(F.relu(self.stem(x))))
         k = self.kind
         if k == "conv_head":
             g = F.adaptive_avg_pool2d(a, 1)

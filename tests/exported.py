@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import onnxflat
@@ -64,19 +65,35 @@ def assert_measure_matches(framework: str, entry: dict, tol: float = 1e-5) -> No
 def assert_after_pool(framework: str, entry: dict, kinds: tuple[str, ...],
                       classifier: tuple[str, ...]) -> None:
     """The head after the pooling reads as ``kinds`` (op class names) with the classifier
-    layer of nodes ``classifier``, and measuring it reproduces the model's own logits (the
-    accumulator checks them) with finite measures."""
+    layer of nodes ``classifier``; the measures agree with float64 autograd through a torch
+    interpreter of the file's own graph (tests/onnx_torch.py), to the float32 pipeline's
+    tolerance."""
+    import torch
+
+    from . import onnx_torch
+
     path = ROOT / framework / entry["file"]
-    after = analyze(path).after
-    assert tuple(type(op).__name__ for op in after.ops) == kinds
-    assert after.classifier_layer.nodes == classifier
+    head = analyze(path)
+    assert tuple(type(op).__name__ for op in head.after.ops) == kinds
+    assert head.after.classifier_layer.nodes == classifier
     x, y = data(framework)
     if "input_hw" in entry:  # a model for larger images than the shared data
         rng = np.random.default_rng(0)
         x = rng.standard_normal((len(y), 3, entry["input_hw"], entry["input_hw"]), np.float32)
     res = onnxflat.measure(path, x, y, batch_size=10)
-    values = [v for layer in res.layers for v in (layer.trace, layer.kappa)]
-    assert np.all(np.isfinite(values + [res.classifier.trace, res.classifier.kappa]))
+    model = onnx.load(path)
+    nodes = {n.name: n for n in model.graph.node}
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    (layer,) = res.layers
+    trace, kappa = onnx_torch.hessian_measures(model, xt, yt, nodes[layer.conv].input[1])
+    assert rel(layer.trace, trace) < 1e-5 and rel(layer.kappa, kappa) < 1e-5, \
+        (layer.trace, trace, layer.kappa, kappa)
+    fc = nodes[classifier[0]]
+    columns = fc.op_type == "MatMul" or (fc.op_type == "Gemm" and not any(
+        a.name == "transB" and a.i for a in fc.attribute))
+    trace, kappa = onnx_torch.hessian_measures(model, xt, yt, fc.input[1], columns)
+    assert rel(res.classifier.trace, trace) < 1e-5, (res.classifier.trace, trace)
+    assert rel(res.classifier.kappa, kappa) < 1e-5, (res.classifier.kappa, kappa)
 
 
 def assert_refusal(framework: str, entry: dict, node: str | None, reason: str) -> None:

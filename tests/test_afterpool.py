@@ -14,14 +14,11 @@ from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator
 
 from .afterpool_heads import CASES, CLASSES, HW, exported
+from .exported import rel
 from .reference import hessian_measures
 from .test_autograd import torch_activations
 
 N = 10
-
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 def _data():
@@ -83,3 +80,40 @@ def test_batchnorm1d_before_the_linear_keeps_the_stored_weight():
     assert layer.nodes == (gemm.name,) and layer.input_name == bn.output[0]
     w = next(t for t in proto.graph.initializer if t.name == gemm.input[1])
     assert tuple(layer.weight.shape) == tuple(w.dims)
+
+
+def test_cli_names_the_classifier_layer_or_none(tmp_path):
+    """`inspect` and `measure` say which layer the classifier measures refer to; a head without
+    one (logits = pooled features) reports ``classifier: null`` (schema-valid) and says so."""
+    import json
+
+    import jsonschema
+    import numpy as np
+    from click.testing import CliRunner
+
+    from onnxflat.cli import main
+
+    from .heads import VARIANTS
+    from .heads import exported as exported_variant
+    from .test_cli_compare_report import SCHEMA
+
+    _, proto = exported(next(c for c in CASES if c.head == "bn1d"))
+    path = tmp_path / "bn1d.onnx"
+    path.write_bytes(proto.SerializeToString())
+    r = CliRunner().invoke(main, ["inspect", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "classifier measures: /fc/Gemm (weight 4x6, input '/bn/BatchNormalization" in r.output
+    _, proto = exported_variant(next(v for v in VARIANTS if v.fc is None))
+    path = tmp_path / "none.onnx"
+    path.write_bytes(proto.SerializeToString())
+    x, _ = _data()
+    features = analyze_model(proto).num_features
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x.numpy(), y=np.arange(N) % features)
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["measure", str(path), "--data", str(data), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "classifier:       none" in r.output
+    doc = json.loads(out.read_text())
+    assert doc["classifier"] is None
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)

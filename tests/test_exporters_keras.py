@@ -132,5 +132,6 @@ def test_keras_cli_measure_and_inspect(tmp_path):
     res = json.loads(out.read_text())
     assert rel(res["layers"][0]["kappa"], entry["layers"][0]["kappa"]) < 1e-5
     assert rel(res["classifier"]["trace"], entry["classifier"]["trace"]) < 1e-5
-    r = CliRunner().invoke(main, ["inspect", str(FIXTURES / REFS["refuse_global_max_pool"]["file"])])
+    refused = FIXTURES / REFS["refuse_global_max_pool"]["file"]
+    r = CliRunner().invoke(main, ["inspect", str(refused)])
     assert r.exit_code == 2 and "global_max_pooling2d_1/Max" in r.output

@@ -59,6 +59,29 @@ def test_classifier_kappa_invariant_under_feature_rescaling(tmp_path, xy):
     assert b.classifier.trace == pytest.approx(a.classifier.trace / lam ** 2, rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["mbv3", "gelu_mlp"])
+def test_kappa_invariant_with_a_non_linear_head(tmp_path, xy, kind):
+    """Filter j scaled by lam_j and column j of the first Linear after the pooling by 1/lam_j
+    (an MLP head after a ReLU): kappa unchanged, the trace not; any batch size."""
+    import torch.nn.functional as F
+
+    from .afterpool_heads import CLASSES, Body
+    base = Body(kind, seed=9, act=F.relu).eval()
+    lam = torch.tensor([0.5, 2.0, 3.0, 0.25, 1.5, 4.0])
+    scaled = copy.deepcopy(base)
+    with torch.no_grad():
+        scaled.conv.weight.mul_(lam[:, None, None, None])
+        scaled.conv.bias.mul_(lam)
+        scaled.hidden.weight.div_(lam[None, :])
+    x, y = xy[0], xy[1] % CLASSES
+    a = onnxflat.measure(_save(base, tmp_path, "a", opset=17), x, y)
+    b = onnxflat.measure(_save(scaled, tmp_path, "b", opset=17), x, y, batch_size=7)
+    assert b.loss == pytest.approx(a.loss, rel=1e-6)
+    assert b.layers[0].kappa == pytest.approx(a.layers[0].kappa, rel=1e-5)
+    assert b.layers[0].trace != pytest.approx(a.layers[0].trace, rel=1e-2)
+    assert b.classifier.kappa == pytest.approx(a.classifier.kappa, rel=1e-5)
+
+
 def test_kappa_invariant_under_bn_folding(tmp_path, xy):
     model = Head(nn.ReLU(), bn="before", seed=6).eval()
     kept = _save(model, tmp_path, "kept", keep_bn=True)

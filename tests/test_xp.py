@@ -82,3 +82,22 @@ def test_iobinding_run_matches_plain_run(exported):
     assert len(bound) == len(ex.fetches) > 2
     for name, value in zip(ex.fetches, bound):
         np.testing.assert_array_equal(value, plain[name])
+
+
+@pytest.mark.parametrize("name", ["mbv3_ts", "ln_mlp_ts13", "residual_ts"])
+def test_torch_namespace_non_linear_head(name):
+    """The head-after-pooling math (Jacobians, adjoints, curvature factors) through torch
+    equals NumPy's."""
+    from . import afterpool_heads
+
+    case = next(c for c in afterpool_heads.CASES if c.name == name)
+    _, proto = afterpool_heads.exported(case)
+    head = analyze_model(proto)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 3, afterpool_heads.HW, afterpool_heads.HW)).astype(np.float32)
+    y = rng.integers(0, afterpool_heads.CLASSES, 7)
+    tensors = Extractor(proto, head, device="cpu").run(x)
+    as_torch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
+    ref = _flat(_measures(head, tensors, y, float64=True))
+    got = _flat(_measures(head, as_torch, torch.from_numpy(y), float64=True))
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
