@@ -18,6 +18,7 @@ from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
 from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
 from ..errors import DataError
+from ..fingerprint import json_sha256
 from ..measures import Result
 
 log = logging.getLogger(__name__)
@@ -148,10 +149,13 @@ def progress_bar(total: int, model: str, quiet: bool):
 
 
 def data_fingerprint(model: str, data: DataSpec) -> dict:
-    """What names the data a result was measured on: name, source (``DataSpec.describe``)
-    and sha256 (contents and options), which ``gate`` compares with its baseline's."""
+    """What names the data a result was measured on: name, source (``DataSpec.describe``),
+    sha256 (contents and options) and its parts (``DataSpec.fingerprint_parts``), which
+    ``gate`` compares with its baseline's."""
     data = fit_data(model, data)
-    return {"name": data.name, "source": data.describe(), "sha256": data.fingerprint()}
+    parts = data.fingerprint_parts()
+    return {"name": data.name, "source": data.describe(), "sha256": json_sha256(parts),
+            "parts": parts}
 
 
 def result_doc(res: Result, model: str, data: DataSpec, fingerprint: dict | None = None) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fingerprint import file_sha256, json_sha256
+from ..fingerprint import array_sha256, json_sha256
 from .arrays import ArrayDataset, load_npy_pair, load_npz
 from .images import ImageFolder, ImageOptions
 
@@ -96,21 +96,29 @@ class DataSpec:
             out.update(limit=self.limit, seed=self.seed)
         return out
 
-    def fingerprint(self) -> str:
-        """sha256 over the file contents (image folders: file names and sizes) and the
-        options that select and shape the samples (not the paths, so a copy of the data on
-        another machine matches)."""
-        opts = {k: v for k, v in self.describe().items() if k not in ("path", "labels")}
-        kind = opts["kind"]
-        if kind == "images":
-            # Names and sizes only: every shard of an ImageNet-sized folder would otherwise
-            # read all of it to name it (an edit that keeps a file's size goes unnoticed).
-            root = Path(self.path)
-            files = sorted(f for f in root.rglob("*") if f.is_file())
-            content = [[f.relative_to(root).as_posix(), f.stat().st_size] for f in files]
+    def fingerprint_parts(self) -> dict[str, str]:
+        """sha256 of each part that decides the samples: ``samples`` (the values of x: a
+        .npz member and a .npy file of one array agree; an image folder: its image files'
+        names and sizes, so that no shard decodes all of it to name it), ``labels``,
+        ``selection`` (--limit, --seed) and ``preprocessing`` (the options that shape the
+        samples). Paths and file formats do not count: a copy of the data matches."""
+        ds = replace(self, limit=None).open()
+        x = ds.x
+        if isinstance(x, ImageFolder):
+            samples = json_sha256([[f.relative_to(x.root).as_posix(), f.stat().st_size]
+                                   for f in x.files])
         else:
-            content = [file_sha256(p) for p in (self.path, self.labels) if p is not None]
-        return json_sha256({"files": content, "options": opts})
+            samples = array_sha256(x)
+        shaping = {k: v for k, v in self.describe().items()
+                   if k not in ("path", "kind", "labels", "x_key", "y_key", "limit", "seed")}
+        return {"samples": samples, "labels": array_sha256(ds.y),
+                "selection": json_sha256({"limit": self.limit,
+                                          "seed": self.seed if self.limit else None}),
+                "preprocessing": json_sha256(shaping)}
+
+    def fingerprint(self) -> str:
+        """sha256 of :meth:`fingerprint_parts`."""
+        return json_sha256(self.fingerprint_parts())
 
 
 def open_data(spec: DataSpec | str | os.PathLike) -> ArrayDataset:
