@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
 
 import onnxflat
 from onnxflat.cli import main
@@ -343,15 +342,9 @@ def test_torchscript_baseline_gates_dynamo_exports(dynamo_exports):
 def test_untrained_model_fails_on_accuracy(tmp_path):
     """An untrained (random) model is "flatter" than the trained one: the gate stops it on
     accuracy, with its own check lines, Markdown rows and annotations."""
-    proto = onnx.load(str(MODEL))
-    rng = np.random.default_rng(0)
-    for t in proto.graph.initializer:
-        a = numpy_helper.to_array(t)
-        fan_in = a[0].size if a.ndim > 1 else 1
-        t.CopyFrom(numpy_helper.from_array(
-            (rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(a.dtype), t.name))
-    random = tmp_path / "random.onnx"
-    onnx.save(proto, str(random))
+    from .zoo import randomized
+
+    random = randomized(MODEL, tmp_path / "random.onnx")
     summary = tmp_path / "summary.md"
     r = CliRunner().invoke(main, ["gate", str(random), "--data", str(TRAIN), "--baseline",
                                   str(BASELINE), "--max-increase", "10%", "--summary-md",

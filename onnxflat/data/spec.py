@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ class DataSpec:
     ``path`` is a .npz file (inputs ``x_key``, labels ``y_key``), a .npy file of inputs
     (then ``labels`` is the .npy of labels) or a folder with one sub-folder of images per
     class. ``limit`` keeps a random subset of that many samples, drawn with ``seed``.
+    ``scale`` multiplies array inputs (image folders have their own, ``images.scale``).
     """
 
     path: str
@@ -37,6 +39,7 @@ class DataSpec:
     images: ImageOptions = ImageOptions()
     limit: int | None = None
     seed: int = 0
+    scale: Fraction | None = None
 
     @property
     def name(self) -> str:
@@ -52,11 +55,12 @@ class DataSpec:
             return "npy"
         return "npz"
 
-    def fit(self, input_shape) -> "DataSpec":
-        """Fill image options left open (channels, size) from the model input shape."""
+    def fit(self, input_shape, num_classes: int | None = None) -> "DataSpec":
+        """Fill image options left open (channels, size, the model's classes) from the
+        model."""
         if self.kind != "images":
             return self
-        return replace(self, images=self.images.fit(input_shape))
+        return replace(self, images=self.images.fit(input_shape, num_classes))
 
     def open(self) -> ArrayDataset:
         p = Path(self.path)
@@ -76,6 +80,8 @@ class DataSpec:
             ds = load_npy_pair(p, self.labels)
         else:
             ds = load_npz(p, self.x_key, self.y_key)
+        if kind != "images":
+            ds.scale = self.scale
         if self.limit is not None:
             ds = random_subset(ds, self.limit, self.seed)
         return ds
@@ -87,11 +93,20 @@ class DataSpec:
             out.update(x_key=self.x_key, y_key=self.y_key)
         elif out["kind"] == "npy":
             out.update(labels=self.labels)
-        else:
+        if out["kind"] != "images" and self.scale is not None:
+            out.update(scale=str(self.scale))
+        if out["kind"] == "images":
             o = self.images
             out.update(size=list(o.size) if o.size else None, scale=str(o.scale),
                        mean=list(o.mean) if o.mean else None, std=list(o.std) if o.std else None,
                        layout=o.layout, channel_order=o.channel_order, channels=o.channels)
+            if o.resize_shorter or o.crop:
+                out.update(resize_shorter=o.resize_shorter,
+                           center_crop=list(o.crop) if o.crop else None)
+            if o.classes:
+                out.update(classes=o.classes)
+            if o.skip_bad:
+                out.update(skip_bad=True)
         if self.limit is not None:
             out.update(limit=self.limit, seed=self.seed)
         return out
@@ -110,7 +125,8 @@ class DataSpec:
         else:
             samples = array_sha256(x)
         shaping = {k: v for k, v in self.describe().items()
-                   if k not in ("path", "kind", "labels", "x_key", "y_key", "limit", "seed")}
+                   if k not in ("path", "kind", "labels", "x_key", "y_key", "limit", "seed",
+                                "classes")}
         return {"samples": samples, "labels": array_sha256(ds.y),
                 "selection": json_sha256({"limit": self.limit,
                                           "seed": self.seed if self.limit else None}),
