@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import NCHW, Classifier, Conv, Head, Layer, Operand, Pooling, Step
+from .head import NCHW, NHWC, Classifier, Conv, Head, Layer, Operand, Pooling, Step, layout_name
 from .model import GraphIndex, load_model
 from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
                        TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
@@ -26,6 +26,8 @@ from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLIN
 SHAPE_ONLY = ("Shape", "Size")
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
+# Nodes whose weight the measures differentiate: a Conv, or a MatMul over the channel axis.
+LAYER_OPS = ("Conv", "MatMul")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
 
@@ -103,7 +105,7 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
     if not layers:
         if rejected:
             # A conv that only feeds another conv is not a head candidate: report the others.
-            conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
+            conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type in LAYER_OPS}
             return min(rejected, key=lambda r: r.node in conv_names)
         if blockers:
             return blockers[0]
@@ -120,7 +122,8 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
 
 
 def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], list[Match]]:
-    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order."""
+    """Layer nodes (Conv, MatMul) reachable backwards from ``start`` through channel-wise
+    nodes, in graph order."""
     convs, blockers, seen, stack = {}, [], set(), [start]
     while stack:
         t = stack.pop()
@@ -128,7 +131,7 @@ def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], l
         if t in seen or node is None or ix.const(t) is not None:
             continue
         seen.add(t)
-        if node.op_type == "Conv":
+        if node.op_type in LAYER_OPS:
             convs[id(node)] = node
         elif node.op_type in CHANNELWISE_OPS:
             stack.extend(i for i in node.input if i)
@@ -138,6 +141,8 @@ def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], l
 
 
 def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+    if node.op_type == "MatMul":
+        return _pointwise(ix, node)
     a = ix.attrs(node)
     k = ix.const(node.input[1])
     if k is None:
@@ -158,6 +163,28 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
         auto_pad=auto_pad))
 
 
+def _pointwise(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+    """A MatMul ``x @ W`` over the last axis of a 4-D tensor as a 1x1 conv with kernel
+    ``W^T`` (ConvNeXt's pwconv, Keras Dense on a feature map). Whether the other axes are
+    the positions is checked at the pooling, like any layout."""
+    w = ix.const(node.input[1])
+    if w is None:
+        return Match.fail(node, "the MatMul weight (right operand) is not a constant: not a "
+                                "pointwise layer")
+    if w.ndim != 2:
+        return Match.fail(node, f"the MatMul weight has rank {w.ndim}: a pointwise layer needs "
+                                "a 2-D constant (C_in x C_out) on the right")
+    dims = ix.static_dims(node.input[0])
+    if dims is None or len(dims) != 4:
+        rank = "an unknown rank" if dims is None else f"rank {len(dims)}"
+        return Match.fail(node, f"the MatMul input '{node.input[0]}' has {rank}: a pointwise "
+                                "layer needs a 4-D (N, H, W, C) input")
+    return Match(Conv(
+        node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
+        kernel=np.asarray(w, np.float64).T[:, :, None, None], bias=None, strides=(1, 1),
+        pads=(0, 0, 0, 0), dilations=(1, 1), groups=1, op="MatMul", layout=NHWC))
+
+
 def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto) -> Match:
     """Check that the conv output reaches ``pool`` only channel-wise; build its steps."""
     m = _conv(ix, conv_node)
@@ -165,7 +192,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
         return m
     conv = m.value
     c_out = conv.out_channels
-    layout = {conv.output: NCHW}
+    layout = {conv.output: conv.layout}
     offset = {conv.output: 0}
     width = {conv.output: c_out}
     steps: list[Step] = []
@@ -225,13 +252,14 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     if not m:
         return m
     if lay[0] != 0 or {lay[i] for i in m.value} != {2, 3}:
+        if conv.op == "MatMul":
+            return Match.fail(conv.node, f"the MatMul mixes the last axis of its input, and "
+                                         f"{pool.op_type} '{GraphIndex.node_name(pool)}' "
+                                         f"averages its output over other axes than the two "
+                                         f"before it: not a pointwise layer over channels")
         return Match.fail(pool, f"{pool.op_type} averages axes {list(m.value)} of a tensor in "
-                                f"layout {_layout_name(lay)}: not the conv's spatial axes")
+                                f"layout {layout_name(lay)}: not the conv's spatial axes")
     return Match(Layer(conv, tuple(steps), lay, offset[a_in]))
-
-
-def _layout_name(lay: tuple[int, ...]) -> str:
-    return "".join("NCHW"[i] for i in lay)
 
 
 def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -> Match:

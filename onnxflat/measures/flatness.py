@@ -161,13 +161,16 @@ class FlatnessAccumulator:
         return self._xp_consts[k]
 
     def _geom(self, layer: Layer, a_shape, z_shape) -> Geometry:
-        key = (layer.conv.node, tuple(a_shape[1:]), tuple(z_shape[2:]))
+        """The conv's geometry from its input and output shapes (in ``conv.layout``)."""
+        c = layer.conv
+        _, c_in, h, w = c.nchw(a_shape)
+        out_hw = c.nchw(z_shape)[2:]
+        key = (c.node, (c_in, h, w), out_hw)
         if key not in self._geometry:
-            c = layer.conv
             try:
-                self._geometry[key] = geometry(a_shape[1], a_shape[2], a_shape[3],
-                                               c.kernel.shape, c.groups, tuple(z_shape[2:]),
-                                               c.strides, c.dilations, c.pads, c.auto_pad)
+                self._geometry[key] = geometry(c_in, h, w, c.kernel.shape, c.groups, out_hw,
+                                               c.strides, c.dilations, c.pads, c.auto_pad,
+                                               channels_last=c.layout != NCHW)
             except ValueError as exc:
                 raise NumericalError(f"conv '{c.node}': {exc}") from None
         return self._geometry[key]
