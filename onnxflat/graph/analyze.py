@@ -16,18 +16,19 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import NCHW, NHWC, Classifier, Conv, Head, Layer, Operand, Pooling, Step, layout_name
+from .head import (NCHW, NHWC, Classifier, Conv, Head, Layer, Operand, Pooling, Step,
+                   layout_name)
 from .model import GraphIndex, load_model
-from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
-                       TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
-                       linear_step, pooling_axes)
+from .patterns import (BINARY, LAYER_NOTES, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING,
+                       POOLING_OPS, RESHAPES, TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx,
+                       Match, channelwise_step, linear_step, pooling_axes)
 
 # Consumers that read only a tensor's shape, never its values: they are not a path.
 SHAPE_ONLY = ("Shape", "Size")
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
 # Nodes whose weight the measures differentiate: a Conv, or a MatMul over the channel axis.
-LAYER_OPS = ("Conv", "MatMul")
+LAYER_OPS = tuple(LAYER_NOTES)
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
 
