@@ -132,7 +132,7 @@ def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], l
         if t in seen or node is None or ix.const(t) is not None:
             continue
         seen.add(t)
-        if node.op_type in LAYER_OPS:
+        if node.op_type in LAYER_OPS or _tensordot(ix, node) is not None:
             convs[id(node)] = node
         elif node.op_type in CHANNELWISE_OPS:
             stack.extend(i for i in node.input if i)
@@ -144,6 +144,8 @@ def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], l
 def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     if node.op_type == "MatMul":
         return _pointwise(ix, node)
+    if node.op_type == "Reshape":
+        return _pointwise(ix, _tensordot(ix, node), back=node)
     a = ix.attrs(node)
     k = ix.const(node.input[1])
     if k is None:
@@ -164,24 +166,55 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
         auto_pad=auto_pad))
 
 
-def _pointwise(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+def _tensordot(ix: GraphIndex, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The MatMul of tf2onnx's spelling of a Dense on a feature map (TF's Tensordot),
+    ``Reshape(x, [-1, C_in]) -> MatMul -> Reshape`` back, when ``node`` is its last Reshape."""
+    if node.op_type != "Reshape":
+        return None
+    mm = ix.producer.get(node.input[0])
+    if mm is None or mm.op_type != "MatMul":
+        return None
+    flat = ix.producer.get(mm.input[0])
+    return mm if flat is not None and flat.op_type == "Reshape" else None
+
+
+def _pointwise(ix: GraphIndex, mm: onnx.NodeProto, back: onnx.NodeProto | None = None) -> Match:
     """A MatMul ``x @ W`` over the last axis of a 4-D tensor as a 1x1 conv with kernel
-    ``W^T`` (ConvNeXt's pwconv, Keras Dense on a feature map). Whether the other axes are
-    the positions is checked at the pooling, like any layout."""
-    w = ix.const(node.input[1])
+    ``W^T`` (ConvNeXt's pwconv, Keras Dense on a feature map); ``back``: the Reshape that
+    restores the map after a MatMul on its rows (see :func:`_tensordot`). Whether the other
+    axes are the positions is checked at the pooling, like any layout; a rank the shape
+    inference does not know is checked at run time."""
+    w = ix.const(mm.input[1])
     if w is None:
-        return Match.fail(node, "the MatMul weight (right operand) is not a constant: not a "
-                                "pointwise layer")
+        return Match.fail(mm, "the MatMul weight (right operand) is not a constant: not a "
+                              "pointwise layer")
     if w.ndim != 2:
-        return Match.fail(node, f"the MatMul weight has rank {w.ndim}: a pointwise layer needs "
-                                "a 2-D constant (C_in x C_out) on the right")
-    dims = ix.static_dims(node.input[0])
-    if dims is None or len(dims) != 4:
-        rank = "an unknown rank" if dims is None else f"rank {len(dims)}"
-        return Match.fail(node, f"the MatMul input '{node.input[0]}' has {rank}: a pointwise "
-                                "layer needs a 4-D (N, H, W, C) input")
+        return Match.fail(mm, f"the MatMul weight has rank {w.ndim}: a pointwise layer needs "
+                              "a 2-D constant (C_in x C_out) on the right")
+    x, out = mm.input[0], mm.output[0]
+    if back is not None:
+        flat = ix.producer[x]
+        target = ix.const(flat.input[1])
+        if target is None or target.shape != (2,) or int(target[1]) != w.shape[0]:
+            return Match.fail(flat, f"the Reshape before MatMul '{GraphIndex.node_name(mm)}' "
+                                    f"does not make rows of {w.shape[0]} channels")
+        users = [n for n in ix.consumers.get(out, []) if n.op_type not in SHAPE_ONLY]
+        if len(users) != 1 or users[0] is not back:
+            return Match.fail(mm, "the MatMul rows feed other nodes than the Reshape back to "
+                                  "the map")
+        x, out = flat.input[0], back.output[0]
+    for name in (x, out):
+        dims = ix.static_dims(name)
+        if dims is not None and len(dims) != 4:
+            return Match.fail(mm, f"the MatMul {'input' if name == x else 'output'} '{name}' "
+                                  f"has rank {len(dims)}: a pointwise layer needs 4-D "
+                                  "(N, H, W, C) maps")
+    c_in = (ix.static_dims(x) or (None,))[-1]
+    if isinstance(c_in, int) and c_in != w.shape[0]:
+        return Match.fail(mm, f"the MatMul input '{x}' has {c_in} channels, its weight "
+                              f"{w.shape[0]} rows")
     return Match(Conv(
-        node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
+        node=GraphIndex.node_name(mm), input=x, output=out,
         kernel=np.asarray(w, np.float64).T[:, :, None, None], bias=None, strides=(1, 1),
         pads=(0, 0, 0, 0), dilations=(1, 1), groups=1, op="MatMul", layout=NHWC))
 
