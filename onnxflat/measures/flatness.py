@@ -86,7 +86,7 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     """``phi'`` and ``phi''`` ``(N, C_out, P)`` (``phi''`` None when identically 0), computed
     in ``dtype`` (default float64)."""
     dtype = xp.float64 if dtype is None else dtype
-    z = xp.astype(xp.asarray(tensors[layer.conv.output]), dtype)
+    z = xp.astype(xp.asarray(tensors[layer.conv.output]), dtype, copy=False)
     env = {layer.conv.output: jets.Jet(z, xp.ones_like(z))}
     dev = _device(z)
     for step in layer.steps:
@@ -97,7 +97,7 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
             elif op.kind == "const":
                 args.append(xp.asarray(op.value, dtype=dtype, device=dev))
             else:
-                args.append(xp.astype(xp.asarray(tensors[op.name]), dtype))
+                args.append(xp.astype(xp.asarray(tensors[op.name]), dtype, copy=False))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
         if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
@@ -108,8 +108,9 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     if layer.layout != NCHW:
         final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
     n, c = final.v.shape[0], final.v.shape[1]
-    d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
-    d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
+    d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype, copy=False)
+    d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype,
+                                                 copy=False)
     return d1, d2
 
 
@@ -308,7 +309,7 @@ class FlatnessAccumulator:
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
             d1, d2 = channelwise_derivatives(layer, _take(tensors, sl, n), xp, ft)
-            left, right, sq = filter_factors(xp.astype(a0[sl], ft), d1, geo, route)
+            left, right, sq = filter_factors(xp.astype(a0[sl], ft, copy=False), d1, geo, route)
             e = 0.0 if d2 is None else xp.sum(
                 xp.astype(d2, xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R
