@@ -100,13 +100,15 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
                 args.append(xp.astype(xp.asarray(tensors[op.name]), dtype, copy=False))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
-        if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
+        if step.fn not in ("transpose", "take", "concat") and tuple(out.v.shape) != dep_shape:
             raise NumericalError(f"step '{step.node}' broadcasts the conv output "
                                  f"{dep_shape} to {tuple(out.v.shape)}")
         env[step.output] = out
     final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
     if layer.layout != NCHW:
         final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
+    if layer.jet_order:  # back to the conv's channel order
+        final = jets.take(final, tuple(np.argsort(layer.jet_order).tolist()), axis=1)
     n, c = final.v.shape[0], final.v.shape[1]
     d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype, copy=False)
     d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype,
@@ -281,9 +283,9 @@ class FlatnessAccumulator:
         z_shape = tuple(tensors[conv.output].shape)
         geo = self._geom(layer, a0.shape, z_shape)
         dev = _device(a0)
-        c_out, off = conv.out_channels, layer.channel_offset
-        cols = slice(off, off + c_out)
-        gamma, bdiag, q = gamma[:, cols], spread[:, cols], q[:, cols]  # bdiag: diag of B
+        c_out = conv.out_channels
+        cols = self._const(xp, f"cols{i}", lambda: layer.feature_index, dev)
+        gamma, bdiag, q = (xp.take(t, cols, axis=1) for t in (gamma, spread, q))  # bdiag: B's diag
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
@@ -291,8 +293,8 @@ class FlatnessAccumulator:
             kdt = np.float64 if ft == xp.float64 else np.float32
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
-            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
-                self.head.classifier.weight[:, cols].T.astype(kdt)), dev)  # (C_out, C)
+            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (  # (C_out, C)
+                self.head.classifier.weight[:, layer.feature_index].T.astype(kdt)), dev)
         route = self.options.route or choose_route(geo, full)
         n = a0.shape[0]
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
@@ -338,15 +340,16 @@ class FlatnessAccumulator:
 class HeadSummary:
     """What a :class:`Result` needs from the head besides the statistics (JSON-ready, so
     partial results can be merged without the model): the head's description and per
-    layer ``(conv node, description, ||K||^2)``."""
+    layer ``(conv node, description, ||K||^2, kernel shape)``."""
 
     description: str
-    layers: tuple[tuple[str, str, float], ...]
+    layers: tuple[tuple[str, str, float, list[int]], ...]
 
     @classmethod
     def of(cls, head: Head) -> "HeadSummary":
         return cls(head.describe(), tuple(
-            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)))
+            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)),
+             [int(d) for d in layer.conv.kernel.shape])
             for layer in head.layers))
 
 
@@ -354,7 +357,7 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
              provider: str | None = None) -> Result:
     """The final :class:`Result` from merged statistics."""
     layers = []
-    for i, (conv, description, k2) in enumerate(head.layers):
+    for i, (conv, description, k2, kernel_shape) in enumerate(head.layers):
         tr = mo.value(f"{i}.trace")
         stderr = {"trace": mo.stderr(f"{i}.trace"),
                   "kappa_layerwise": k2 * mo.stderr(f"{i}.trace")}
@@ -364,7 +367,8 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
             kap = mo.value(f"{i}.kappa")
             stderr["kappa"] = mo.stderr(f"{i}.kappa")
             per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
-        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter))
+        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter,
+                                  list(kernel_shape)))
     clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
                            {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")})
     return Result(model=model, n_samples=mo.n, loss=mo.value("loss"),
