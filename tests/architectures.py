@@ -303,10 +303,10 @@ ARCHS = [
                             ("affine", "add", "relu")}),
     Arch("squeezenet", SqueezeNet, {"/classifier/classifier.1/Conv": ("relu",)},
          classifier="none"),
-    # the last pointwise layers are Linear on NHWC tensors (MatMul), not yet a head layer
-    Arch("convnext", ConvNeXt, refusal=("/features/features.3/block/block.0/Conv",
-                                        "Conv is a spatial operation between the conv and "
-                                        "the pooling")),
+    # the last block's pwconv2 (a Linear on NHWC, MatMul) -> layer scale -> residual; LayerNorm
+    # after the pooling
+    Arch("convnext", ConvNeXt, {"/features/features.3/pw2/MatMul":
+                                ("add", "transpose", "mul", "add")}),
 ]
 
 
