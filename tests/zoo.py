@@ -88,6 +88,39 @@ class Residual(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+class ConvNeXtBlock(nn.Module):
+    """A ConvNeXt stage's last block as the head: patchify stem -> depthwise 7x7 -> NHWC ->
+    LayerNorm -> Linear (pwconv1) -> act -> Linear (pwconv2: the head layer, a MatMul over
+    the channel axis) -> layer scale -> NCHW -> residual add -> pooling -> classifier.
+    ``scale_nchw``: the layer scale after the permute back, a ``(C, 1, 1)`` constant
+    (torchvision's CNBlock), else before it (the paper, timm)."""
+
+    def __init__(self, act=None, *, c=6, expand=4, classes=5, scale_nchw=False, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Conv2d(3, c, 2, stride=2)
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pw1 = nn.Linear(c, expand * c)
+        self.act = act if act is not None else nn.GELU()
+        self.pw2 = nn.Linear(expand * c, c)
+        self.gamma = nn.Parameter(0.5 + torch.rand(c))
+        self.scale_nchw = scale_nchw
+        self.fc = nn.Linear(c, classes)
+        with torch.no_grad():
+            self.pw2.weight.mul_(2.0)
+            self.fc.weight.mul_(3.0)
+
+    def forward(self, x):
+        h = self.stem(x)
+        y = self.pw2(self.act(self.pw1(self.norm(self.dw(h).permute(0, 2, 3, 1)))))
+        if self.scale_nchw:
+            y = self.gamma[:, None, None] * y.permute(0, 3, 1, 2)
+        else:
+            y = (self.gamma * y).permute(0, 3, 1, 2)
+        return self.fc(F.adaptive_avg_pool2d(h + y, 1).flatten(1))
+
+
 class WithSoftmax(nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -140,6 +173,16 @@ CASES = [
          f64_tol=1e-8),
     Case("fixed_batch_1", lambda: Head(nn.ReLU6(), stride=2), ["conv.weight"],
          fixed_batch=True),
+    # GELU before the head layer: onnx's reference Gelu (its function body) has float32
+    # constants, so the float64 patches it computes are 1e-10 away from torch's
+    Case("convnext_pointwise_gelu", lambda: ConvNeXtBlock(nn.GELU()), ["pw2.weight"],
+         f64_tol=1e-8),
+    Case("convnext_pointwise_relu_scale_nchw", lambda: ConvNeXtBlock(nn.ReLU(), scale_nchw=True),
+         ["pw2.weight"]),
+    Case("dynamo_convnext_pointwise_gelu", lambda: ConvNeXtBlock(nn.GELU(), scale_nchw=True),
+         ["pw2.weight"], dynamo=True, f64_tol=1e-8),
+    Case("dynamo_convnext_pointwise_relu", lambda: ConvNeXtBlock(nn.ReLU()), ["pw2.weight"],
+         dynamo=True),
 ]
 
 
@@ -176,3 +219,20 @@ def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, ke
                           {"x": {0: "n", 2: "h", 3: "w"} if dynamic_hw else {0: "n"}},
                           do_constant_folding=not keep_bn, opset_version=opset)
     return onnx.load_from_string(buf.getvalue())
+
+
+def randomized(src, dst, seed: int = 0):
+    """The ONNX model at ``src`` with every initializer redrawn at random (scaled by 1/sqrt of
+    its fan-in): an untrained network of the same structure, saved at ``dst``."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    rng = np.random.default_rng(seed)
+    for t in proto.graph.initializer:
+        a = numpy_helper.to_array(t)
+        fan_in = a[0].size if a.ndim > 1 else 1
+        t.CopyFrom(numpy_helper.from_array(
+            (rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(a.dtype), t.name))
+    onnx.save(proto, str(dst))
+    return dst
