@@ -17,6 +17,7 @@ import argparse
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,8 @@ def main(argv=None) -> None:
             cm = connect(workers=k)
             client, t_start = timed(cm.__enter__)
             try:
-                (merged,), t_run = timed(lambda: measure_many(
-                    client, [model], data, threads=max(1, cores // k), progress=False))
+                (merged,), t_run = timed(partial(measure_many, client, [model], data,
+                                                 threads=max(1, cores // k), progress=False))
             finally:
                 cm.__exit__(None, None, None)
             err = abs(merged.result().layers[0].kappa / ref.layers[0].kappa - 1)

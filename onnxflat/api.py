@@ -29,7 +29,8 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
     """Exact trace and relative flatness of a model's head on labelled data.
 
     Give either arrays ``x`` ``(N, *input_shape)`` and ``y`` ``(N,)`` (int labels), an
-    :class:`~onnxflat.data.ArrayDataset` as ``x``, or ``batches``, an iterable of ``(x_batch, y_batch)``. ``kappa=False`` skips the
+    :class:`~onnxflat.data.ArrayDataset` as ``x``, or ``batches``, an iterable of
+    ``(x_batch, y_batch)``. ``kappa=False`` skips the
     filter-wise kappa (its dense part dominates on wide 1000-class heads). ``progress`` is
     called with the number of samples done after each batch.
     """

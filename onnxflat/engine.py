@@ -3,7 +3,8 @@
 Optional extra ``pip install onnxflat[dask]``. Each task receives the model path and a
 :class:`~onnxflat.data.spec.DataSpec` (never arrays), opens both on its worker and returns
 the shard's :class:`~onnxflat.partial.Partial`; the onnxruntime session is cached per
-worker process. A cluster given by address should set the same ``SCHEDULER_CONFIG``. A task whose worker dies or that fails unexpectedly is retried by Dask;
+worker process. A cluster given by address should set the same ``SCHEDULER_CONFIG``. A task
+whose worker dies or that fails unexpectedly is retried by Dask;
 results are kept by (model, shard), so none is counted twice; the run either merges all
 shards or raises an error naming the missing ones.
 """
@@ -51,8 +52,9 @@ def connect(address: str | None = None, workers: int | None = None):
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with dask.config.set(SCHEDULER_CONFIG), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with dask.config.set(SCHEDULER_CONFIG), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                         dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 

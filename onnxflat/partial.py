@@ -57,7 +57,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if not m:
             raise OnnxflatError(f"shard must be I/N (e.g. 3/7), got {text!r}")
@@ -102,7 +102,7 @@ class Partial:
             raise OnnxflatError(f"cannot write {p}: {exc.strerror}") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Partial":
+    def load(cls, path: str | os.PathLike) -> Partial:
         p = Path(path)
         if not p.is_file():
             raise PartialError(f"partial file not found: {p}")
@@ -198,7 +198,8 @@ def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1)
                  "summary": {"description": summary.description,
                              "layers": [list(x) for x in summary.layers]}},
         "options": {"kappa": kappa},
-        "data": {"name": data.name, "source": data.describe(), "sha256": data.fingerprint(), "n_total": len(ds)},
+        "data": {"name": data.name, "source": data.describe(), "sha256": data.fingerprint(),
+                 "n_total": len(ds)},
         "shard": {"index": shard.index, "count": shard.count, "start": start, "stop": stop},
         "n": acc.moments.n,
         "provider": extractor.provider,

@@ -1,4 +1,5 @@
-"""`onnxflat compare` and `report`, --help/--version, the progress bar; in-process and subprocess."""
+"""`onnxflat compare` and `report`, --help/--version, the progress bar; in-process and
+subprocess."""
 
 from __future__ import annotations
 

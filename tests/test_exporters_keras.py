@@ -67,7 +67,7 @@ REFUSALS = {
 def test_fixtures_are_tf2onnx_exports():
     assert set(HEADS) == set(MEASURED) and set(REFUSALS) | set(MEASURED) == set(REFS)
     opsets = set()
-    for name, entry in REFS.items():
+    for entry in REFS.values():
         m = onnx.load(FIXTURES / entry["file"])
         assert m.producer_name == "tf2onnx"
         opsets.add(entry["opset"])

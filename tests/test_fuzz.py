@@ -112,7 +112,7 @@ def model_cases(folder: Path, n: int):
 
 def test_fuzz_models(tmp_path, small):
     codes = {0: 0, 2: 0}
-    for i, path, label in model_cases(tmp_path, CASES):
+    for _, path, label in model_cases(tmp_path, CASES):
         code, _ = run_case(["measure", str(path), "--data", str(small[2])], tmp_path, label)
         codes[code] += 1
     assert codes[2] > CASES // 4, codes  # the mutations do reach the refusals

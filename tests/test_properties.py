@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mpmath
 import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import mpmath
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -32,7 +31,8 @@ from .reference import hessian_measures
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 ACTIVATIONS = {  # ONNX op (attributes) -> torch function
-    "Relu": ({}, F.relu), "LeakyRelu": ({"alpha": 0.125}, lambda z: F.leaky_relu(z, 0.125)),  # float32-exact
+    "Relu": ({}, F.relu),
+    "LeakyRelu": ({"alpha": 0.125}, lambda z: F.leaky_relu(z, 0.125)),  # float32-exact
     "Tanh": ({}, torch.tanh), "Sigmoid": ({}, torch.sigmoid), "Softplus": ({}, F.softplus),
     "Elu": ({"alpha": 1.0}, F.elu), "Identity": ({}, lambda z: z)}
 EPS = 1e-5

@@ -32,7 +32,8 @@ def _reading(proto) -> tuple[str, str, str, str]:
     except HeadNotFoundError as exc:
         return "", "", "", f"`{exc.node}`: {exc.reason}" if exc.node else exc.reason
     layers = "<br>".join(
-        f"{layer.conv.kernel.shape[0]}ch{f' @{layer.channel_offset}' if layer.channel_offset else ''}"
+        f"{layer.conv.kernel.shape[0]}ch"
+        f"{f' @{layer.channel_offset}' if layer.channel_offset else ''}"
         f": {' → '.join(s.fn for s in layer.steps) or 'identity'}" for layer in head.layers)
     c = head.classifier
     clf = (f"{c.weight.shape[1]}→{c.weight.shape[0]} ({len(c.nodes)} node"

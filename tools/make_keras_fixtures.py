@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
-from keras import layers as L  # noqa: E402
 from fixture_refs import stored_conv, trace_kappa  # noqa: E402
+from keras import layers as L  # noqa: E402
 
 HW, C_IN, CLASSES, N = 8, 3, 5, 24
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import click
 
 from ..errors import OnnxflatError
-from ..report import compare as c
-from ..report import write_json
+from ..report import compare as c, write_json
 from .app import guard, main
-from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
-                      run_options)
+from .options import DATA_HELP, data_options, json_option, result_doc, run_measure, run_options
 from .scale import engine_options
 
 

@@ -9,11 +9,9 @@ import click
 
 from ..errors import OnnxflatError
 from ..graph import analyze
-from ..report import gate as g
-from ..report import write_json
+from ..report import gate as g, write_json
 from .app import guard, main
-from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
-                      run_options)
+from .options import DATA_HELP, data_options, json_option, result_doc, run_measure, run_options
 
 EXIT_FAILED = 1
 

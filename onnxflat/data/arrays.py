@@ -49,7 +49,7 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.y) if self.index is None else len(self.index)
 
-    def subset(self, indices) -> "ArrayDataset":
+    def subset(self, indices) -> ArrayDataset:
         """The samples at ``indices`` (kept in the given order), without copying x."""
         idx = np.asarray(indices, np.int64)
         if self.index is not None:

@@ -39,7 +39,7 @@ class ImageOptions:
     channel_order: str = "RGB"
     channels: int | None = None
 
-    def fit(self, input_shape) -> "ImageOptions":
+    def fit(self, input_shape) -> ImageOptions:
         """Fill ``channels`` and ``size`` from a model input shape (N, C, H, W) or (N, H, W, C)."""
         dims = list(input_shape)[1:]
         if len(dims) != 3:
@@ -119,7 +119,8 @@ class ImageFolder:
         self.targets = np.asarray(targets, np.int64)
         h, w = o.size
         c = o.channels
-        self.shape = (len(self.files), c, h, w) if o.layout == "NCHW" else (len(self.files), h, w, c)
+        n = len(self.files)
+        self.shape = (n, c, h, w) if o.layout == "NCHW" else (n, h, w, c)
         self.dtype = np.dtype(np.float32)
         self.ndim = 4
 

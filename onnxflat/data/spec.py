@@ -52,7 +52,7 @@ class DataSpec:
             return "npy"
         return "npz"
 
-    def fit(self, input_shape) -> "DataSpec":
+    def fit(self, input_shape) -> DataSpec:
         """Fill image options left open (channels, size) from the model input shape."""
         if self.kind != "images":
             return self

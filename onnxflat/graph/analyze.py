@@ -18,9 +18,22 @@ import onnx
 from ..errors import HeadNotFoundError, ModelError
 from .head import NCHW, Classifier, Conv, Head, Layer, Operand, Pooling, Step
 from .model import GraphIndex, load_model
-from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
-                       TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
-                       linear_step, pooling_axes)
+from .patterns import (
+    BINARY,
+    NONLINEAR_AFTER_POOL,
+    NOT_AVERAGE_POOLING,
+    POOLING_OPS,
+    RESHAPES,
+    TERMINAL,
+    UNARY,
+    UNARY_WITH_ATTRS,
+    Affine,
+    Ctx,
+    Match,
+    channelwise_step,
+    linear_step,
+    pooling_axes,
+)
 
 # Consumers that read only a tensor's shape, never its values: they are not a path.
 SHAPE_ONLY = ("Shape", "Size")

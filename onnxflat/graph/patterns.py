@@ -34,7 +34,7 @@ class Match:
         return self.reason is None
 
     @classmethod
-    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> "Match":
+    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> Match:
         name = GraphIndex.node_name(node) if isinstance(node, onnx.NodeProto) else node
         return cls(node=name, reason=reason)
 
@@ -192,7 +192,8 @@ def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
         if bad is not None:
             return bad
         if op == "Pow":
-            return Match((Step(name, "pow", ops[:1], out, {"k": float(ops[1].value.reshape(-1)[0])}),
+            k = float(ops[1].value.reshape(-1)[0])
+            return Match((Step(name, "pow", ops[:1], out, {"k": k}),
                           ctx.layout))
         return Match((Step(name, BINARY[op], tuple(ops), out), ctx.layout))
     if op == "BatchNormalization":
@@ -292,12 +293,12 @@ class Affine:
     bias: np.ndarray
     identity: bool = False
 
-    def then(self, m: np.ndarray, b: np.ndarray | float = 0.0) -> "Affine":
+    def then(self, m: np.ndarray, b: np.ndarray | float = 0.0) -> Affine:
         m = np.asarray(m, np.float64)
         w = m.copy() if self.identity else m @ self.weight
         return Affine(w, m @ self.bias + np.asarray(b, np.float64))
 
-    def scaled(self, s: np.ndarray | float, b: np.ndarray | float = 0.0) -> "Affine":
+    def scaled(self, s: np.ndarray | float, b: np.ndarray | float = 0.0) -> Affine:
         s = np.asarray(s, np.float64).reshape(-1)
         if s.size not in (1, self.weight.shape[0]):
             raise ValueError

@@ -22,8 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, to_device
-from array_api_compat import device as _device
+from array_api_compat import array_namespace, device as _device, to_device
 from threadpoolctl import ThreadpoolController
 
 from ..errors import NumericalError
@@ -313,7 +312,7 @@ class FlatnessAccumulator:
         return (xp.sum(tf, axis=1), None if kf is None else xp.sum(kf, axis=1),
                 xp.sum(tf, axis=0), None if kf is None else xp.sum(kf, axis=0))
 
-    def merge(self, other: "FlatnessAccumulator") -> None:
+    def merge(self, other: FlatnessAccumulator) -> None:
         self.moments.merge(other.moments)
 
     def result(self, model: str, provider: str | None = None) -> Result:
@@ -331,7 +330,7 @@ class HeadSummary:
     layers: tuple[tuple[str, str, float], ...]
 
     @classmethod
-    def of(cls, head: Head) -> "HeadSummary":
+    def of(cls, head: Head) -> HeadSummary:
         return cls(head.describe(), tuple(
             (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)))
             for layer in head.layers))

@@ -74,7 +74,8 @@ def result_summary(res: Result, data_name: str = "") -> str:
         lines += [f"conv {layer.conv}:",
                   f"  trace            {_pm(layer.trace, layer.stderr.get('trace'))}",
                   f"  kappa            {_pm(layer.kappa, layer.stderr.get('kappa'))}",
-                  f"  kappa_layerwise  {_pm(layer.kappa_layerwise, layer.stderr.get('kappa_layerwise'))}"]
+                  "  kappa_layerwise  "
+                  f"{_pm(layer.kappa_layerwise, layer.stderr.get('kappa_layerwise'))}"]
     c = res.classifier
     lines += ["classifier:",
               f"  trace            {_pm(c.trace, c.stderr.get('trace'))}",
