@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, first_line
+from ..lfs import refuse_pointer
 from .npyfile import NpyFile
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDatas
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file not found: {p}")
+    refuse_pointer(p, "data", DataError)
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -199,6 +201,7 @@ def load_npy_pair(x_path: str | Path, y_path: str | Path) -> ArrayDataset:
     for p in (px, py):
         if not p.is_file():
             raise DataError(f"data file not found: {p}")
+        refuse_pointer(p, "data", DataError)
     try:
         x = NpyFile(px)
     except READ_ERRORS as exc:
