@@ -120,3 +120,44 @@ def measure(model, data, y=None, *, exporter: str = "torchscript", opset: int | 
         res = api.measure(proto, batches=batches, **kwargs)
     res.model = name or f"torch:{type(model).__name__}"
     return res
+
+
+def subset_arrays(data, y=None, size: int | None = 1024, seed: int = 0):
+    """``(x, y)`` NumPy arrays of a fixed, seeded subset (:func:`~onnxflat.track.fixed_subset`)
+    of tensors ``data`` with labels ``y``, or of a map-style ``Dataset`` (or a
+    ``DataLoader``'s, read in a fixed order whatever its shuffling) of ``(x, y)`` items.
+    The dataset should apply no random augmentation, or the subset changes between calls."""
+    from .track import fixed_subset
+
+    if y is not None:
+        x, y = to_numpy(data), to_numpy(y)
+        idx = fixed_subset(len(y), size, seed)
+        return x[idx], y[idx]
+    ds = getattr(data, "dataset", data)
+    if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+        raise DataError("track on tensors (x, y), a map-style Dataset or a DataLoader over one")
+    items = [ds[int(i)] for i in fixed_subset(len(ds), size, seed)]
+    return (np.stack([to_numpy(it[0]) for it in items]),
+            np.asarray([int(to_numpy(it[1])) for it in items]))
+
+
+def measurer(exporter: str = "torchscript", **kwargs):
+    """``measure(model, x, y) -> Result`` with these options (for a Tracker)."""
+    return lambda model, x, y: measure(model, x, y, exporter=exporter, **kwargs)
+
+
+def Tracker(data, path, y=None, *, every: int = 1, subset: int | None = 1024, seed: int = 0,
+            writer=None, exporter: str = "torchscript", **measure_options):
+    """A :class:`onnxflat.track.Tracker` for a plain PyTorch loop: call it after each epoch,
+    ``tracker(model, epoch, train_loss=..., val_accuracy=...)``; every ``every`` epochs it
+    exports the model and measures it on a fixed, seeded ``subset`` of ``data`` (see
+    :func:`subset_arrays`), appending a row to ``path`` (.jsonl or .csv).
+
+    >>> tracker = onnxflat.torch.Tracker(train_set, "run.jsonl", every=5,
+    ...                                  subset=512)  # doctest: +SKIP
+    """
+    from . import track
+
+    x, y = subset_arrays(data, y, subset, seed)
+    return track.Tracker(measurer(exporter, **measure_options), x, y, path, every=every,
+                         writer=writer)

@@ -176,9 +176,10 @@ class FlatnessAccumulator:
 
     def update(self, tensors: dict, y, index=None) -> None:
         """Add one batch; ``index`` ``(N,)``: the samples' indices for the sink (default:
-        their positions in the order the batches are given). With NumPy the samples are split across ``options.threads`` threads
-        (BLAS limited to one thread each): NumPy's elementwise passes and the strips of the
-        kappa's dense part use one core per call, so the split is what uses all cores."""
+        their positions in the order the batches are given). With NumPy the samples are
+        split across ``options.threads`` threads (BLAS limited to one thread each): NumPy's
+        elementwise passes and the strips of the kappa's dense part use one core per call,
+        so the split is what uses all cores."""
         g0 = tensors[self.head.pooling.output]
         n = g0.shape[0]
         parts, threads = 1, self.options.threads or available_cores()
