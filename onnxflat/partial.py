@@ -28,17 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import accumulate
 from .data.arrays import READ_ERRORS
 from .data.spec import DataSpec
 from .errors import ModelError, OnnxflatError
 from .fingerprint import file_sha256, json_sha256
-from .graph import analyze_model, load_model
 from .graph.head import Head
-from .measures import Moments, Options, Result
+from .measures import Moments, Result
 from .measures.flatness import HeadSummary, assemble
+from .prepared import PreparedModel, RunOptions
 from .report import head_dict
-from .runtime import Extractor
 
 FORMAT = "onnxflat-partial"
 VERSION = 1
@@ -162,34 +160,33 @@ def head_digest(head: Head) -> str:
 
 
 @lru_cache(maxsize=4)
-def _session(path: str, sha256: str, device: str, threads: int | None):
-    """(head, extractor) of a model, cached per process (a cluster worker loads it once);
-    keyed by content so a replaced file is reloaded."""
+def _prepared(path: str, sha256: str, options: RunOptions) -> PreparedModel:
+    """A model file prepared once per process (a cluster worker loads it once), keyed by
+    content so a replaced file is reloaded."""
     del sha256
-    proto = load_model(path)
-    head = analyze_model(proto, path)
-    return head, Extractor(proto, head, device=device, threads=threads)
+    return PreparedModel.load(path, options)
 
 
-def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1), *,
-            batch_size: int = 64, kappa: bool = True, device: str = "auto",
-            threads: int | None = None, progress=None) -> Partial:
-    """Statistics of ``shard`` of ``data`` for ``model`` (opens data and model itself)."""
-    path = os.fspath(model)
+def compute(model: str | os.PathLike | PreparedModel, data: DataSpec,
+            shard: Shard = Shard(1, 1), options: RunOptions = RunOptions(), *,
+            progress=None) -> Partial:
+    """Statistics of ``shard`` of ``data`` for ``model``, a file (prepared with ``options``
+    once per process) or a prepared model (its own options)."""
+    given = isinstance(model, PreparedModel)
+    path = model.name if given else os.fspath(model)
     if not Path(path).is_file():
         raise ModelError(f"model file not found: {path}")
     sha = file_sha256(path)
-    head, extractor = _session(path, sha, device, threads)
-    data = data.fit(head.input_shape)
+    prepared = model if given else _prepared(path, sha, options)
+    head = prepared.head
+    data = prepared.fit(data)
     ds = data.open()
     ds.check_fits(head.input_shape, head.classifier.num_classes)
     start, stop = shard.bounds(len(ds))
     if stop == start:
         raise OnnxflatError(f"shard {shard} of {data.name} is empty: it has {len(ds)} "
                             f"samples, so use at most {len(ds)} shards")
-    part = ds.subset(np.arange(start, stop))
-    batches = ((xb, yb) for _, xb, yb in part.batches(batch_size))
-    acc = accumulate(extractor, batches, Options(kappa=kappa, threads=threads), progress)
+    acc = prepared.accumulate(prepared.batches(ds.subset(np.arange(start, stop))), progress)
     summary = HeadSummary.of(head)
     meta = {
         "format": FORMAT, "version": VERSION, "onnxflat": __version__,
@@ -197,12 +194,12 @@ def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1)
         "head": {"sha256": head_digest(head),
                  "summary": {"description": summary.description,
                              "layers": [list(x) for x in summary.layers]}},
-        "options": {"kappa": kappa},
+        "options": {"kappa": prepared.options.kappa},
         "data": {"name": data.name, "source": data.describe(), "sha256": data.fingerprint(),
                  "n_total": len(ds)},
         "shard": {"index": shard.index, "count": shard.count, "start": start, "stop": stop},
         "n": acc.moments.n,
-        "provider": extractor.provider,
+        "provider": prepared.extractor.provider,
     }
     return Partial(meta, acc.moments)
 

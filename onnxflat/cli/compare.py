@@ -7,7 +7,15 @@ import click
 from ..errors import OnnxflatError
 from ..report import compare as c, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, result_doc, run_measure, run_options
+from .options import (
+    DATA_HELP,
+    data_options,
+    json_option,
+    prepare,
+    result_doc,
+    run_measure,
+    run_options,
+)
 from .scale import engine_options
 
 
@@ -39,11 +47,15 @@ def compare(models, data, run, sort, json_out, csv_out, scale):
     """
     if len(set(models)) < len(models):
         raise OnnxflatError("a model is given twice")
-    if scale.active:
+    if scale.active:  # the workers prepare the models; here only the data is fitted
         results = [p.result() for p in scale.run(list(models), data, run)]
+        docs = [result_doc(r, prepare(m).fit(data)) for r, m in zip(results, models)]
     else:
-        results = [run_measure(m, data, run) for m in models]
-    docs = [result_doc(r, m, data) for r, m in zip(results, models)]
+        docs = []
+        for m in models:  # one model in memory at a time
+            prepared = prepare(m, run)
+            fitted = prepared.fit(data)
+            docs.append(result_doc(run_measure(prepared, fitted, run.quiet), fitted))
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")

@@ -7,10 +7,17 @@ from pathlib import Path
 import click
 
 from ..errors import OnnxflatError
-from ..graph import analyze
 from ..report import gate as g, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, result_doc, run_measure, run_options
+from .options import (
+    DATA_HELP,
+    data_options,
+    json_option,
+    prepare,
+    result_doc,
+    run_measure,
+    run_options,
+)
 
 EXIT_FAILED = 1
 
@@ -58,19 +65,20 @@ def gate(model, data, baseline, max_increase, on, max_kappa, max_trace, summary_
     limits = {m: list(v) for m, v in (("kappa", max_kappa), ("trace", max_trace)) if v}
     # Fail on a malformed limit or an unknown layer before the (long) run.
     subjects = {g.parse_limit(spec)[0] for specs in limits.values() for spec in specs}
-    if subjects - {g.TOTAL, g.CLASSIFIER}:
-        known = [layer.conv.node for layer in analyze(model).layers]
-        for s in sorted(subjects - {g.TOTAL, g.CLASSIFIER} - set(known)):
-            raise OnnxflatError(f"no layer {s!r} in the head; known: "
-                                f"{', '.join(known + [g.CLASSIFIER, g.TOTAL])}")
     base = g.load_baseline(baseline) if baseline else None
     ratio = g.parse_increase(max_increase)
     on = tuple(on) or ("kappa",)
     if not run.kappa and ("kappa" in limits or (base is not None and "kappa" in on)):
         raise OnnxflatError("--no-filter-kappa skips the kappa this gate needs (gate the "
                             "baseline --on trace or --on kappa_layerwise, or use --max-trace)")
-    res = run_measure(model, data, run)
-    doc = result_doc(res, model, data)
+    prepared = prepare(model, run)
+    known = [layer.conv.node for layer in prepared.head.layers]
+    for s in sorted(subjects - {g.TOTAL, g.CLASSIFIER} - set(known)):
+        raise OnnxflatError(f"no layer {s!r} in the head; known: "
+                            f"{', '.join(known + [g.CLASSIFIER, g.TOTAL])}")
+    data = prepared.fit(data)
+    res = run_measure(prepared, data, run.quiet)
+    doc = result_doc(res, data)
     checks = g.evaluate(doc, limits, base, ratio, on)
     click.echo(f"model: {model}\ndata:  {data.name}, {res.n_samples} samples"
                + (f"\nbaseline: {baseline}" if baseline else ""))

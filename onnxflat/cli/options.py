@@ -1,7 +1,8 @@
 """Options shared by the commands that run a model over data, and the run they drive.
 
 ``@data_options`` adds the data source options and passes ``data=DataSpec``;
-``@run_options`` adds batch size, device, quiet... and passes ``run=RunOptions``.
+``@run_options`` adds batch size, device, quiet... and passes ``run=CliRun``. A command
+prepares each model once (:func:`prepare`) and hands the prepared model to the rest.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import click
 
-from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
 from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
 from ..errors import DataError
 from ..measures import Result
+from ..prepared import DEFAULT_BATCH_SIZE, PreparedModel, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +31,14 @@ size) -> x --scale -> --channel-order -> (x - --mean) / --std -> --layout."""
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How to run: samples per onnxruntime call, provider, filter-wise kappa, progress bar,
-    CPU threads (None: all cores this process may use)."""
+class CliRun(RunOptions):
+    """The run's options, and whether to hide the progress bar."""
 
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = "auto"
-    kappa: bool = True
     quiet: bool = False
-    threads: int | None = None
+
+    def options(self) -> RunOptions:
+        """The run's options without the command line's own (picklable for workers)."""
+        return RunOptions(**{f.name: getattr(self, f.name) for f in fields(RunOptions)})
 
 
 def _scale(ctx, param, value):
@@ -117,8 +117,8 @@ def run_options(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, batch_size, device, no_filter_kappa, quiet, threads, **kwargs):
-        kwargs["run"] = RunOptions(batch_size=batch_size, device=device,
-                                   kappa=not no_filter_kappa, quiet=quiet, threads=threads)
+        kwargs["run"] = CliRun(batch_size=batch_size, device=device, kappa=not no_filter_kappa,
+                               quiet=quiet, threads=threads)
         return fn(*args, **kwargs)
 
     for option in reversed(options):
@@ -130,12 +130,9 @@ def json_option(help_text: str = "Write the full result as JSON."):
     return click.option("--json", "json_out", type=click.Path(dir_okay=False), help=help_text)
 
 
-def fit_data(model: str, data: DataSpec) -> DataSpec:
-    """``data`` with image options left open filled from the model's input."""
-    if data.kind != "images":
-        return data
-    from ..graph import analyze
-    return data.fit(analyze(model).input_shape)
+def prepare(model: str, run: CliRun | None = None) -> PreparedModel:
+    """``model`` parsed and analyzed (once per command), to run with ``run``'s options."""
+    return PreparedModel.load(model, run.options() if run else RunOptions())
 
 
 def progress_bar(total: int, model: str, quiet: bool):
@@ -146,19 +143,19 @@ def progress_bar(total: int, model: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
 
 
-def result_doc(res: Result, model: str, data: DataSpec) -> dict:
-    """``res`` as a JSON-ready dict with the data it was measured on: name, source
-    (``DataSpec.describe``) and sha256 (contents and options), which ``gate`` compares."""
-    data = fit_data(model, data)
+def result_doc(res: Result, data: DataSpec) -> dict:
+    """``res`` as a JSON-ready dict with the data it was measured on (fitted to the model):
+    name, source (``DataSpec.describe``) and sha256 (contents and options), which ``gate``
+    compares."""
     return {**res.to_dict(), "data": {"name": data.name, "source": data.describe(),
                                       "sha256": data.fingerprint()}}
 
 
-def run_measure(model: str, data: DataSpec, run: RunOptions, per_sample: bool = False) -> Result:
-    """Measure ``model`` on ``data`` with a progress bar unless quiet."""
-    ds = fit_data(model, data).open()
+def run_measure(prepared: PreparedModel, data: DataSpec, quiet: bool = False,
+                per_sample: bool = False) -> Result:
+    """Measure ``prepared`` on ``data`` (fitted to it) with a progress bar unless quiet."""
+    ds = data.open()
     log.info("data: %s, %d samples", data.name, len(ds))
-    with progress_bar(len(ds), model, run.quiet) as bar:
-        return measure_api(model, ds, batch_size=run.batch_size, kappa=run.kappa,
-                           device=run.device, threads=run.threads, per_sample=per_sample,
-                           progress=lambda done: bar.update(done - bar.n))
+    with progress_bar(len(ds), prepared.name, quiet) as bar:
+        return prepared.measure(ds, per_sample=per_sample,
+                                progress=lambda done: bar.update(done - bar.n))

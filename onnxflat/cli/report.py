@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from ..errors import OnnxflatError
-from ..graph import analyze
 from ..report import head_summary, html, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, result_doc, run_measure, run_options
+from .options import DATA_HELP, data_options, prepare, result_doc, run_measure, run_options
 
 
 @main.command(epilog=DATA_HELP)
@@ -31,8 +30,10 @@ def report(model, data, run, out_dir):
       onnxflat report models/digits_cnn.onnx --data models/digits_train.npz --out report/
     """
     html.require_matplotlib()  # before the run, so a missing extra costs nothing
-    head_text = head_summary(analyze(model))
-    doc = result_doc(run_measure(model, data, run), model, data)
+    prepared = prepare(model, run)
+    data = prepared.fit(data)
+    head_text = head_summary(prepared.head)
+    doc = result_doc(run_measure(prepared, data, run.quiet), data)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

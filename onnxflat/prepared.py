@@ -1,0 +1,148 @@
+"""One model made ready to measure: parsed and analyzed once, its onnxruntime session built on
+first use. The API, partial runs, the Dask engine and every CLI command go through it, and
+:class:`RunOptions` is the one home of the run's defaults."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .data import ArrayDataset, DataSpec
+from .errors import DataError, NumericalError
+from .graph import analyze_model, load_model
+from .graph.head import Head
+from .measures import FlatnessAccumulator, Options, Result
+from .measures.samples import SampleSink
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .runtime import Extractor
+
+DEFAULT_BATCH_SIZE = 64
+
+log = logging.getLogger(__name__)
+
+Batches = Iterable[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a model runs over data: samples per onnxruntime run, execution provider ("auto",
+    "cpu", "cuda"), the filter-wise kappa or not, CPU threads for onnxruntime and the math
+    (None: all cores this process may use), and a forced patch route of the kappa's dense part
+    (None: the cheapest)."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "auto"
+    kappa: bool = True
+    threads: int | None = None
+    route: str | None = None
+
+    @property
+    def measures(self) -> Options:
+        return Options(kappa=self.kappa, route=self.route, threads=self.threads)
+
+
+class PreparedModel:
+    """A model's proto and head, with the onnxruntime session (``extractor``) made on first
+    use (``inspect`` never makes one)."""
+
+    def __init__(self, proto: onnx.ModelProto, name: str, options: RunOptions = RunOptions()):
+        self.proto = proto
+        self.name = name
+        self.options = options
+        self.head: Head = analyze_model(proto, name)
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | onnx.ModelProto,
+             options: RunOptions = RunOptions()) -> PreparedModel:
+        """From an ONNX file (checked, external data read from its folder only) or a
+        ``ModelProto`` in memory (trusted: not checked as files are)."""
+        if isinstance(model, str | os.PathLike):
+            return cls(load_model(model), os.fspath(model), options)
+        return cls(model, model.graph.name or "<memory>", options)
+
+    @cached_property
+    def extractor(self) -> Extractor:
+        from .runtime import Extractor
+
+        return Extractor(self.proto, self.head, device=self.options.device,
+                         threads=self.options.threads)
+
+    def fit(self, data: DataSpec) -> DataSpec:
+        """``data`` with image options left open (channels, size) filled from the input."""
+        return data.fit(self.head.input_shape)
+
+    def batches(self, ds: ArrayDataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``ds`` checked against the model and cut into ``options.batch_size`` batches."""
+        ds.check_fits(self.head.input_shape, self.head.classifier.num_classes)
+        return ((xb, yb) for _, xb, yb in ds.batches(self.options.batch_size))
+
+    def checked(self, batches: Batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Caller-made batches, each checked against the model as a data set is."""
+        for xb, yb in batches:
+            ds = ArrayDataset(np.asarray(xb), np.asarray(yb), "batch")
+            ds.check_fits(self.head.input_shape, self.head.classifier.num_classes)
+            for _, x, y in ds.batches(len(ds)):
+                yield x, y
+
+    def accumulate(self, batches: Batches, progress: Callable[[int], None] | None = None,
+                   sink: SampleSink | None = None) -> FlatnessAccumulator:
+        """Run the model over validated ``batches`` and accumulate the per-sample terms
+        (raises DataError when there are no samples); ``sink`` keeps them sample by sample."""
+        extractor = self.extractor
+        acc = FlatnessAccumulator(self.head, self.options.measures, sink)
+        done = 0
+        for i, (xb, yb) in enumerate(batches):
+            tensors = extractor.run(xb)
+            try:
+                acc.update(tensors, yb)
+            except NumericalError as exc:
+                raise NumericalError(f"batch {i} (samples {done}..{done + len(yb) - 1}): "
+                                     f"{exc}") from None
+            done += len(yb)
+            if progress:
+                progress(done)
+        if done == 0:
+            raise DataError("no samples in the data")
+        return acc
+
+    def measure(self, data: ArrayDataset | None = None, *, batches: Batches | None = None,
+                progress: Callable[[int], None] | None = None,
+                per_sample: bool = False) -> Result:
+        """The measures on a data set, or on caller-made ``batches``; ``per_sample`` also
+        keeps each sample's terms in ``Result.per_sample`` (rows of ``data``, or positions in
+        ``batches``)."""
+        if batches is None:
+            batches, rows = self.batches(data), data.index
+        else:
+            batches, rows = self.checked(batches), None
+        sink = SampleSink() if per_sample else None
+        res = self.accumulate(batches, progress, sink).result(
+            model=self.name, provider=self.extractor.provider)
+        if sink is not None:
+            res.per_sample = sink.table(rows)
+        warn_if_near_chance(res.accuracy, res.n_samples, self.head.classifier.num_classes)
+        return res
+
+
+def warn_if_near_chance(accuracy: float, n: int, num_classes: int) -> bool:
+    """Log a warning (and return True) when accuracy is within 3 standard errors or 10% of
+    the way from chance level 1/C: the flatness of a model that does not fit the data
+    (wrong preprocessing, layout or labels) says little."""
+    chance = 1.0 / num_classes
+    margin = max(3 * math.sqrt(chance * (1 - chance) / max(n, 1)), 0.1 * (1 - chance))
+    if accuracy >= chance + margin:
+        return False
+    log.warning("accuracy %.3g on %d samples is near chance (1/%d = %.3g): check the data's "
+                "preprocessing, layout and labels; the measures say little about such a model",
+                accuracy, n, num_classes, chance)
+    return True
