@@ -8,7 +8,8 @@ File format (version 1): a .npz written without pickling, holding
 
 - ``meta``: a JSON string: ``format`` ("onnxflat-partial"), ``version``, ``onnxflat``
   (the writer's version), ``model`` (path and sha256 of the file bytes), ``head``
-  (sha256 of the head description, and the summary needed to report results),
+  (sha256 of the head's structure and weights, :func:`~onnxflat.graph.structure.digest`,
+  and the summary needed to report results),
   ``options`` (which measures), ``data`` (name, source, sha256 of its contents and
   options, number of samples), ``shard`` (index, count, start, stop), ``n`` and ``provider``;
 - the float64 statistics ``n``, ``names``, ``mean``, ``m2`` and ``vec/<name>`` of
@@ -31,12 +32,11 @@ from . import __version__
 from .data.arrays import READ_ERRORS
 from .data.spec import DataSpec
 from .errors import ModelError, OnnxflatError
-from .fingerprint import file_sha256, json_sha256
-from .graph.head import Head
+from .fingerprint import file_sha256
+from .graph.structure import digest
 from .measures import Moments, Result
 from .measures.flatness import HeadSummary, assemble
 from .prepared import PreparedModel, RunOptions
-from .report import head_dict
 
 FORMAT = "onnxflat-partial"
 VERSION = 1
@@ -154,11 +154,6 @@ def _mismatch(value, schema, path: str = "") -> str | None:
     return None if ok else f"{path.rstrip('.')} is not {getattr(schema, '__name__', 'str')}"
 
 
-def head_digest(head: Head) -> str:
-    """sha256 of the head's structure (not of the model's path)."""
-    return json_sha256({k: v for k, v in head_dict(head).items() if k != "model"})
-
-
 @lru_cache(maxsize=4)
 def _prepared(path: str, sha256: str, options: RunOptions) -> PreparedModel:
     """A model file prepared once per process (a cluster worker loads it once), keyed by
@@ -191,7 +186,7 @@ def compute(model: str | os.PathLike | PreparedModel, data: DataSpec,
     meta = {
         "format": FORMAT, "version": VERSION, "onnxflat": __version__,
         "model": {"path": path, "sha256": sha},
-        "head": {"sha256": head_digest(head),
+        "head": {"sha256": digest(head),
                  "summary": {"description": summary.description,
                              "layers": [list(x) for x in summary.layers]}},
         "options": {"kappa": prepared.options.kappa},
