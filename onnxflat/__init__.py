@@ -3,13 +3,26 @@
 >>> import onnxflat
 >>> head = onnxflat.analyze("models/digits_cnn.onnx")      # doctest: +SKIP
 >>> res = onnxflat.measure("models/digits_cnn.onnx", x, y)  # doctest: +SKIP
+
+``analyze`` and ``measure`` import onnx and onnxruntime on first use: importing the package
+(the math, the command line's --help) stays light.
 """
 
-from .api import measure
 from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
-from .graph import analyze
 
 __version__ = "0.1.0"
 
 __all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
            "DataError", "NumericalError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "analyze":
+        from .graph import analyze
+
+        return analyze
+    if name == "measure":
+        from .api import measure
+
+        return measure
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,6 @@ import numpy as np
 
 from .data import ArrayDataset, DataSpec
 from .errors import DataError, NumericalError
-from .graph import analyze_model, load_model
 from .graph.head import Head
 from .measures import FlatnessAccumulator, Options, Result
 from .measures.samples import SampleSink
@@ -59,6 +58,8 @@ class PreparedModel:
         self.proto = proto
         self.name = name
         self.options = options
+        from .graph import analyze_model  # onnx, on first use
+
         self.head: Head = analyze_model(proto, name)
 
     @classmethod
@@ -67,6 +68,8 @@ class PreparedModel:
         """From an ONNX file (checked, external data read from its folder only) or a
         ``ModelProto`` in memory (trusted: not checked as files are)."""
         if isinstance(model, str | os.PathLike):
+            from .graph import load_model
+
             return cls(load_model(model), os.fspath(model), options)
         return cls(model, model.graph.name or "<memory>", options)
 
