@@ -11,7 +11,7 @@ import html
 import io
 
 from ..errors import OnnxflatError
-from .gate import pm
+from .text import pm
 
 
 def require_matplotlib():

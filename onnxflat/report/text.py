@@ -50,10 +50,16 @@ def _shape(shape) -> str:
     return "[" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
 
 
-def _pm(value: float | None, err: float | None) -> str:
+def pm(value: float | None, stderr: float | None, missing: str = "-") -> str:
+    """'879.658 ± 56': the value to 6 significant digits, its standard error to 2 (plain
+    notation where that is exact: '± 170', not '± 1.7e+02'); ``missing`` for no value."""
     if value is None:
-        return "skipped"
-    return f"{value:.6g} ± {err:.2g}" if err is not None else f"{value:.6g}"
+        return missing
+    return f"{value:.6g} ± {float(f'{stderr:.2g}'):g}" if stderr is not None else f"{value:.6g}"
+
+
+def _pm(value: float | None, stderr: float | None) -> str:
+    return pm(value, stderr, missing="skipped")
 
 
 def columns(rows: list[list[str]]) -> str:
