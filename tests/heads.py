@@ -252,7 +252,7 @@ VARIANTS = [
 _exports: dict = {}
 
 
-def exported(v: Variant):
+def exported_variant(v: Variant):
     """(torch model, ONNX model) of a variant, exported once per test session.
 
     The dynamo exporter folds a BatchNormalization that directly follows the conv into the

@@ -12,6 +12,7 @@ import onnxflat
 from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator
 
+from .helpers import rel
 from .reference import hessian_measures, loss_accuracy
 from .zoo import CASES
 
@@ -31,9 +32,6 @@ def references(case, model, x, y):
     fc = hessian_measures(copy.deepcopy(ref_model), x, y, case.fc)
     return layers, fc, loss_accuracy(copy.deepcopy(ref_model), x, y)
 
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -100,7 +100,8 @@ def test_absolute_limits_fail_with_a_table_and_pass():
     assert "pass" in trace and "FAIL" not in trace
     assert "gate FAILED: 1 of 2" in r.output
     ok = gate("--max-kappa", "/conv2/Conv=900", "--max-kappa", "classifier=30", "-q")
-    assert ok.exit_code == 0, ok.output and "gate passed: 2 checks" in ok.output
+    assert ok.exit_code == 0, ok.output
+    assert "gate passed: 2 checks" in ok.output
 
 
 def test_baseline_gate_json_and_measures(tmp_path):

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from onnxflat.cli import main
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_measure_matches, assert_refusal, references, rel
+from .framework_exports import ROOT, assert_measure_matches, assert_refusal, references
+from .helpers import rel
 
 FIXTURES = ROOT / "keras"
 REFS = references("keras")

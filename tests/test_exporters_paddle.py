@@ -12,7 +12,7 @@ import pytest
 
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_measure_matches, assert_refusal, references
+from .framework_exports import ROOT, assert_measure_matches, assert_refusal, references
 
 FIXTURES = ROOT / "paddle"
 REFS = references("paddle")

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 import onnxflat
 from onnxflat.graph import analyze_model
 
-from .heads import CLASSES, HW, VARIANTS, exported, reference_model
+from .heads import CLASSES, HW, VARIANTS, exported_variant, reference_model
+from .helpers import rel
 from .reference import hessian_measures, loss_accuracy
 
 N = 12
 
 
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
-
 
 @pytest.mark.parametrize("v", VARIANTS, ids=lambda v: v.name)
 def test_analyzer_reads_head(v):
-    _, proto = exported(v)
+    _, proto = exported_variant(v)
     head = analyze_model(proto)
     assert [s.fn for s in head.layers[0].steps] == list(v.steps)
     assert len(head.layers) == len(v.convs)
@@ -30,7 +29,11 @@ def test_analyzer_reads_head(v):
     assert tuple(layer.channel_offset for layer in head.layers) == offsets
     assert head.pooling.op == v.pool
     assert bool(head.classifier.nodes) == (v.fc is not None)
-    assert head.classifier.num_classes == CLASSES if v.fc else True
+    if v.fc:
+        assert head.classifier.num_classes == CLASSES
+    else:  # no classifier: the logits are the pooled features
+        assert np.array_equal(head.classifier.weight, np.eye(head.num_features))
+        assert not head.classifier.bias.any()
     softmax_op = None
     if head.classifier.softmax:
         softmax_op = next(n.op_type for n in proto.graph.node
@@ -40,7 +43,7 @@ def test_analyzer_reads_head(v):
 
 @pytest.mark.parametrize("v", VARIANTS, ids=lambda v: v.name)
 def test_measure_matches_autograd(v, tmp_path):
-    model, proto = exported(v)
+    model, proto = exported_variant(v)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(N, 3, HW, HW, generator=g)
     classes = CLASSES if v.fc else analyze_model(proto).num_features

@@ -26,6 +26,7 @@ from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator, Options
 from onnxflat.measures.stats import Moments
 
+from .helpers import rel
 from .reference import hessian_measures
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
@@ -174,9 +175,6 @@ def flat(res) -> np.ndarray:
                      res.classifier.kappa, *layer.per_filter["trace"],
                      *layer.per_filter["kappa"]])
 
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 @SETTINGS
