@@ -26,7 +26,6 @@ from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator, Options
 from onnxflat.measures.stats import Moments
 
-from .helpers import rel
 from .reference import hessian_measures
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
