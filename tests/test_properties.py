@@ -257,7 +257,7 @@ def test_moments_merge_equals_numpy(chunks):
 @given(specs(), st.floats(5.0, 60.0))
 def test_saturated_softmax_keeps_relative_precision(s, scale):
     """Classifier weights scaled up until the softmax saturates (tails down to 1e-300): the
-    loss and the classifier measures keep 1e-12 relative precision against 50-digit
+    loss and the classifier measures keep 1e-12 relative precision against 400-digit
     arithmetic, and a ReLU head's conv trace and kappa stay >= 0 (PSD forms), where a
     subtraction 1 - p would leave rounding noise of either sign."""
     s = Spec(**{**s.__dict__, "act": "Relu", "bn": None})

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DATA_HELP = """\b
 Data (--data): a .npz with x (model layout) and y (integer labels); a .npy of inputs with
---labels Y.npy (memory-mapped: streams data larger than RAM); or a folder with one
+--labels Y.npy (read in row blocks: streams data larger than RAM); or a folder with one
 sub-folder of images per class (sorted names = labels 0, 1, ...), preprocessed as:
 decode (grayscale or RGB, as the model's channels) -> --resize (default: the model's
 size) -> x --scale -> --channel-order -> (x - --mean) / --std -> --layout."""

@@ -2,7 +2,7 @@
 
 A :class:`DataSpec` holds only paths and options, never arrays; :meth:`DataSpec.open`
 turns it into an :class:`~onnxflat.data.ArrayDataset` whose samples are read lazily (a
-memory-mapped .npy pair, an image folder decoded batch by batch). Cluster workers and
+.npy pair read in row blocks, an image folder decoded batch by batch). Cluster workers and
 batch-scheduler jobs receive the spec and open the data themselves, so the data must sit
 on storage every worker can read.
 """
