@@ -8,9 +8,9 @@
 (the math, the command line's --help) stays light.
 """
 
-from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
 
 __all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
            "DataError", "NumericalError", "__version__"]

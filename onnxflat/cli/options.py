@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 import click
 
+from .. import __version__
 from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
 from ..errors import DataError
@@ -143,12 +144,18 @@ def progress_bar(total: int, model: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
 
 
-def result_doc(res: Result, data: DataSpec) -> dict:
-    """``res`` as a JSON-ready dict with the data it was measured on (fitted to the model):
-    name, source (``DataSpec.describe``) and sha256 (contents and options), which ``gate``
-    compares."""
-    return {**res.to_dict(), "data": {"name": data.name, "source": data.describe(),
-                                      "sha256": data.fingerprint()}}
+def data_fingerprint(data: DataSpec) -> dict:
+    """What names the data (fitted to the model) a result was measured on: name, source
+    (``DataSpec.describe``) and sha256 (contents and options), which ``gate`` compares with
+    its baseline's."""
+    return {"name": data.name, "source": data.describe(), "sha256": data.fingerprint()}
+
+
+def result_doc(res: Result, data: DataSpec, fingerprint: dict | None = None) -> dict:
+    """``res`` as a JSON-ready dict with the onnxflat version that wrote it and the data
+    (fitted to the model) it was measured on (``fingerprint``, computed if not given)."""
+    return {"onnxflat": __version__, **res.to_dict(),
+            "data": fingerprint or data_fingerprint(data)}
 
 
 def run_measure(prepared: PreparedModel, data: DataSpec, quiet: bool = False,
