@@ -80,7 +80,7 @@ def _cases() -> list[str]:
     rows = []
     for v in heads.VARIANTS:
         exporter = "dynamo" if v.dynamo else "TorchScript"
-        rows.append((v.name, exporter, v.opset or "default", *_reading(heads.exported(v)[1])[:3]))
+        rows.append((v.name, exporter, v.opset or "default", *_reading(heads.exported_variant(v)[1])[:3]))
     out += _table(("case", "exporter", "opset", "layers: steps", "pooling", "classifier"), rows)
     out += ["## Tested refusals (tests/test_refusals.py)", ""]
     rows = [(name, _reading(test_refusals._proto(build()))[3])
