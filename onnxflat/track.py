@@ -112,8 +112,8 @@ def read_run(path: str | Path) -> list[dict]:
     by_epoch = {}
     for row in rows:
         epoch = row.get("epoch")
-        if (not isinstance(epoch, (int, float)) or isinstance(epoch, bool)
-                or not math.isfinite(epoch)):
+        numeric = isinstance(epoch, (int, float)) and not isinstance(epoch, bool)
+        if not numeric or not math.isfinite(epoch):
             raise DataError(f"{p.name}: a row without a numeric 'epoch' (not an onnxflat run "
                             "file?)")
         by_epoch[epoch] = row

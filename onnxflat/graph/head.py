@@ -20,6 +20,8 @@ class Conv:
     kernel: ``(C_out, C_in/groups, kh, kw)``; bias: ``(C_out,)`` or None.
     pads: ``(top, left, bottom, right)`` after resolving ``auto_pad`` when the
     input size is known (else kept with ``auto_pad`` and resolved per batch).
+    kernel is the float kernel the graph computes with: an integer kernel behind
+    DequantizeLinear is dequantized, a float16 one widened (``notes`` says so).
     """
 
     node: str
@@ -32,6 +34,9 @@ class Conv:
     dilations: tuple[int, int]
     groups: int
     auto_pad: str = "NOTSET"
+    # How the kernel or the activations differ from plain float32 (dequantized kernel,
+    # float16 storage or arithmetic), shown with the layer.
+    notes: tuple[str, ...] = ()
 
     @property
     def out_channels(self) -> int:
@@ -50,6 +55,7 @@ class Conv:
             extra.append(f"dilation {self.dilations[0]}x{self.dilations[1]}")
         if self.groups != 1:
             extra.append(f"groups {self.groups}")
+        extra += self.notes
         tail = f" ({', '.join(extra)})" if extra else ""
         return f"Conv '{self.node}' {ci * self.groups}->{co} {kh}x{kw}{tail}"
 
@@ -89,13 +95,25 @@ class Layer:
 
     layout: for each axis of the pooling input, the NCHW axis of the conv output it holds
     (``(0, 2, 3, 1)`` for NHWC). channel_offset: index of the conv's first channel among
-    the pooled features (non-zero after a channel Concat).
+    the pooled features (non-zero after a channel Concat). When channel Slices/Splits send
+    the conv's channels to several places (DPN), ``features`` gives the pooled feature of
+    each conv channel and ``jet_order`` the conv channel at each channel of the steps'
+    output (its channels are in path order, not conv order); both empty otherwise.
     """
 
     conv: Conv
     steps: tuple[Step, ...]
     layout: tuple[int, int, int, int] = NCHW
     channel_offset: int = 0
+    features: tuple[int, ...] = ()
+    jet_order: tuple[int, ...] = ()
+
+    @property
+    def feature_index(self) -> np.ndarray:
+        """``(C_out,)`` the pooled feature each conv channel reaches."""
+        if self.features:
+            return np.asarray(self.features, dtype=np.intp)
+        return np.arange(self.channel_offset, self.channel_offset + self.conv.out_channels)
 
     @property
     def fetches(self) -> list[str]:
@@ -107,6 +125,8 @@ class Layer:
         fns = [s.fn for s in self.steps if s.fn not in ("identity", "transpose")]
         path = " -> ".join(fns) if fns else "identity"
         off = f" [channels {self.channel_offset}..]" if self.channel_offset else ""
+        if self.features:
+            off = f" [channels spread over features {min(self.features)}..{max(self.features)}]"
         return f"{self.conv.describe()} -> {path}{off}"
 
 

@@ -99,13 +99,15 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
                 args.append(xp.astype(xp.asarray(tensors[op.name]), dtype))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
-        if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
+        if step.fn not in ("transpose", "take", "concat") and tuple(out.v.shape) != dep_shape:
             raise NumericalError(f"step '{step.node}' broadcasts the conv output "
                                  f"{dep_shape} to {tuple(out.v.shape)}")
         env[step.output] = out
     final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
     if layer.layout != NCHW:
         final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
+    if layer.jet_order:  # back to the conv's channel order
+        final = jets.take(final, tuple(np.argsort(layer.jet_order).tolist()), axis=1)
     n, c = final.v.shape[0], final.v.shape[1]
     d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
     d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
@@ -277,9 +279,9 @@ class FlatnessAccumulator:
         z_shape = tuple(tensors[conv.output].shape)
         geo = self._geom(layer, a0.shape, z_shape)
         dev = _device(a0)
-        c_out, off = conv.out_channels, layer.channel_offset
-        cols = slice(off, off + c_out)
-        gamma, bdiag, q = gamma[:, cols], spread[:, cols], q[:, cols]  # bdiag: diag of B
+        c_out = conv.out_channels
+        cols = self._const(xp, f"cols{i}", lambda: layer.feature_index, dev)
+        gamma, bdiag, q = (xp.take(t, cols, axis=1) for t in (gamma, spread, q))  # bdiag: B's diag
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
@@ -287,8 +289,8 @@ class FlatnessAccumulator:
             kdt = np.float64 if ft == xp.float64 else np.float32
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
-            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
-                self.head.classifier.weight[:, cols].T.astype(kdt)), dev)  # (C_out, C)
+            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (  # (C_out, C)
+                self.head.classifier.weight[:, layer.feature_index].T.astype(kdt)), dev)
         route = self.options.route or choose_route(geo, full)
         n = a0.shape[0]
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
