@@ -27,7 +27,7 @@ def _bn(c: int, seed: int) -> nn.BatchNorm2d:
     return bn
 
 
-class Head(nn.Module):
+class TinyCnn(nn.Module):
     """stem conv -> ReLU -> last conv -> channel-wise ops -> pooling -> classifier."""
 
     def __init__(self, act=None, *, c_in=3, c_mid=4, c_out=6, classes=5, k=3, stride=1, pad=1,
@@ -115,37 +115,37 @@ class Case:
 
 
 CASES = [
-    Case("stride2_pad_relu", lambda: Head(stride=2, pad=1), ["conv.weight"]),
-    Case("dilation_nobias_relu6_mean", lambda: Head(nn.ReLU6(), dilation=2, pad=2, bias=False,
+    Case("stride2_pad_relu", lambda: TinyCnn(stride=2, pad=1), ["conv.weight"]),
+    Case("dilation_nobias_relu6_mean", lambda: TinyCnn(nn.ReLU6(), dilation=2, pad=2, bias=False,
                                                     pool="mean"), ["conv.weight"]),
-    Case("groups_bn_before_silu", lambda: Head(nn.SiLU(), groups=2, bn="before", c_mid=4,
+    Case("groups_bn_before_silu", lambda: TinyCnn(nn.SiLU(), groups=2, bn="before", c_mid=4,
                                                c_out=6), ["conv.weight"], keep_bn=True),
-    Case("bn_after_relu", lambda: Head(bn="after"), ["conv.weight"]),
+    Case("bn_after_relu", lambda: TinyCnn(bn="after"), ["conv.weight"]),
     Case("residual_identity", lambda: Residual(False), ["conv2.weight"], keep_bn=True),
     Case("residual_projection", lambda: Residual(True), ["short.weight", "conv2.weight"]),
-    Case("gelu_softmax", lambda: Head(nn.GELU(), pad=0), ["conv.weight"], softmax=True,
+    Case("gelu_softmax", lambda: TinyCnn(nn.GELU(), pad=0), ["conv.weight"], softmax=True,
          f64_tol=1e-8),
-    Case("tanh_gelu_matmul_add", lambda: Head(nn.GELU(approximate="tanh"), matmul=True),
+    Case("tanh_gelu_matmul_add", lambda: TinyCnn(nn.GELU(approximate="tanh"), matmul=True),
          ["conv.weight"], f64_tol=1e-7),
-    Case("leaky_depthwise", lambda: Head(nn.LeakyReLU(0.1), groups=4, c_mid=4, c_out=8),
+    Case("leaky_depthwise", lambda: TinyCnn(nn.LeakyReLU(0.1), groups=4, c_mid=4, c_out=8),
          ["conv.weight"], f64_tol=1e-8),  # alpha is the float32 0.1
-    Case("tanh_1x1", lambda: Head(nn.Tanh(), k=1, pad=0), ["conv.weight"]),
-    Case("hardswish_stride2_nopad", lambda: Head(nn.Hardswish(), stride=2, pad=0, k=3),
+    Case("tanh_1x1", lambda: TinyCnn(nn.Tanh(), k=1, pad=0), ["conv.weight"]),
+    Case("hardswish_stride2_nopad", lambda: TinyCnn(nn.Hardswish(), stride=2, pad=0, k=3),
          ["conv.weight"], f64_tol=1e-7),  # onnx's reference HardSwish uses float32 1/6
-    Case("elu_softplus_bn", lambda: Head(nn.Sequential(nn.ELU(), nn.Softplus()), bn="before"),
+    Case("elu_softplus_bn", lambda: TinyCnn(nn.Sequential(nn.ELU(), nn.Softplus()), bn="before"),
          ["conv.weight"], keep_bn=True),
-    Case("dynamo_silu_bn", lambda: Head(nn.SiLU(), bn="before"), ["conv.weight"], dynamo=True),
+    Case("dynamo_silu_bn", lambda: TinyCnn(nn.SiLU(), bn="before"), ["conv.weight"], dynamo=True),
     Case("dynamo_residual_gelu_mean",
-         lambda: Head(nn.GELU(), pool="mean", dilation=2, pad=2), ["conv.weight"], dynamo=True,
+         lambda: TinyCnn(nn.GELU(), pool="mean", dilation=2, pad=2), ["conv.weight"], dynamo=True,
          f64_tol=1e-8),
-    Case("fixed_batch_1", lambda: Head(nn.ReLU6(), stride=2), ["conv.weight"],
+    Case("fixed_batch_1", lambda: TinyCnn(nn.ReLU6(), stride=2), ["conv.weight"],
          fixed_batch=True),
 ]
 
 
 def fold_bn_into_conv(model: nn.Module) -> nn.Module:
     """The model as the TorchScript exporter sees it with constant folding (BN fused)."""
-    if isinstance(model, Head) and model.bn_where == "before":
+    if isinstance(model, TinyCnn) and model.bn_where == "before":
         model.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(model.conv, model.bn)
         model.bn_where, model.bn = None, None
     if isinstance(model, Residual):
