@@ -98,10 +98,9 @@ def test_model_random_bytes(tmp_path, good_data):
 
 
 def test_model_without_conv(tmp_path, good_data):
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+    onnx.save(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 1, 8, 8] x) => (float[1, 1, 8, 8] y) { y = Relu (x) }"""),
               tmp_path / "relu.onnx")
     assert_refused(["measure", tmp_path / "relu.onnx", "--data", good_data], "no Conv")
     assert_refused(["inspect", tmp_path / "relu.onnx"], "no supported head")
