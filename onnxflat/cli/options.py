@@ -163,6 +163,8 @@ def run_measure(prepared: PreparedModel, data: DataSpec, quiet: bool = False,
     """Measure ``prepared`` on ``data`` (fitted to it) with a progress bar unless quiet."""
     ds = data.open()
     log.info("data: %s, %d samples", data.name, len(ds))
+    if quiet or not sys.stderr.isatty():  # no bar: tqdm is not even imported
+        return prepared.measure(ds, per_sample=per_sample)
     with progress_bar(len(ds), prepared.name, quiet) as bar:
         return prepared.measure(ds, per_sample=per_sample,
                                 progress=lambda done: bar.update(done - bar.n))
