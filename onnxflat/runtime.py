@@ -260,6 +260,11 @@ class Extractor:
             if out[name].shape[:1] != (n,):
                 raise ModelError(f"tensor '{name}' has shape {out[name].shape} for a batch of "
                                  f"{n}: the model does not keep the batch axis first")
+        for layer in head.layers:  # a rank the shape inference did not know (tf2onnx)
+            for name in (layer.conv.input, layer.conv.output):
+                if name in out and out[name].ndim != 4:
+                    raise ModelError(f"tensor '{name}' of layer '{layer.conv.node}' has shape "
+                                     f"{out[name].shape}: not a 4-D map")
         pooled = out[head.pooling.output]
         if pooled.size != n * head.num_features:
             raise ModelError(f"the pooling output '{head.pooling.output}' has shape "

@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NCHW = (0, 1, 2, 3)
+NHWC = (0, 2, 3, 1)
+
+
+def layout_name(layout: tuple[int, ...]) -> str:
+    """``"NHWC"`` for ``(0, 2, 3, 1)``."""
+    return "".join("NCHW"[i] for i in layout)
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,11 @@ class Conv:
     kernel: ``(C_out, C_in/groups, kh, kw)``; bias: ``(C_out,)`` or None.
     pads: ``(top, left, bottom, right)`` after resolving ``auto_pad`` when the
     input size is known (else kept with ``auto_pad`` and resolved per batch).
+    op: ``"Conv"``, or ``"MatMul"`` for a pointwise layer ``x @ W`` over the last axis of a
+    4-D tensor (``W`` ``(C_in, C_out)`` stored in the file, ``kernel = W^T`` as
+    ``(C_out, C_in, 1, 1)``: the filters are the columns of ``W``).
+    layout: layout of both the input and output tensors (for each axis, the NCHW axis it
+    holds): NCHW for Conv, NHWC for MatMul.
     kernel is the float kernel the graph computes with: an integer kernel behind
     DequantizeLinear is dequantized, a float16 one widened (``notes`` says so).
     """
@@ -37,6 +48,12 @@ class Conv:
     # How the kernel or the activations differ from plain float32 (dequantized kernel,
     # float16 storage or arithmetic), shown with the layer.
     notes: tuple[str, ...] = ()
+    op: str = "Conv"
+    layout: tuple[int, int, int, int] = NCHW
+
+    def nchw(self, shape: tuple) -> tuple:
+        """A shape of the layer's input or output tensor, in NCHW order."""
+        return tuple(shape[self.layout.index(i)] for i in range(4))
 
     @property
     def out_channels(self) -> int:
@@ -48,6 +65,8 @@ class Conv:
 
     def describe(self) -> str:
         co, ci, kh, kw = self.kernel.shape
+        if self.op != "Conv":
+            return f"{self.op} '{self.node}' {ci}->{co} (pointwise, {layout_name(self.layout)})"
         extra = []
         if self.strides != (1, 1):
             extra.append(f"stride {self.strides[0]}x{self.strides[1]}")
@@ -94,11 +113,12 @@ class Layer:
     """A conv whose output reaches the pooling only through channel-wise steps.
 
     layout: for each axis of the pooling input, the NCHW axis of the conv output it holds
-    (``(0, 2, 3, 1)`` for NHWC). channel_offset: index of the conv's first channel among
-    the pooled features (non-zero after a channel Concat). When channel Slices/Splits send
-    the conv's channels to several places (DPN), ``features`` gives the pooled feature of
-    each conv channel and ``jet_order`` the conv channel at each channel of the steps'
-    output (its channels are in path order, not conv order); both empty otherwise.
+    (``(0, 2, 3, 1)`` for NHWC; the conv output's own is ``conv.layout``). channel_offset:
+    index of the conv's first channel among the pooled features (non-zero after a channel
+    Concat). When channel Slices/Splits send the conv's channels to several places (DPN),
+    ``features`` gives the pooled feature of each conv channel and ``jet_order`` the conv
+    channel at each channel of the steps' output (its channels are in path order, not conv
+    order); both empty otherwise.
     """
 
     conv: Conv

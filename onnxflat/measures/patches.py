@@ -10,6 +10,9 @@ section 5), :func:`filter_factors` returns ``R_jj' = <v_j, v_j'>`` as two thin f
   this is the fast path ``S = A^T A``.
 - ``patch``: im2col ``X``, ``S = X X^T`` (groups = 1). Then ``R = D S D^T / P^2``.
 - ``vector``: im2col, ``V = D X / P``, ``R = V V^T`` (any groups; best for depthwise).
+
+A channels-last input ``(N, H, W, C_in)`` (a pointwise MatMul layer, a 1x1 stride-1 conv)
+is its own patch matrix: ``X`` is a reshape, without a copy, and ``pixel`` is ``patch``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Geometry:
 
     index: ``(P, kh*kw)`` int array; entry ``[p, k]`` is the flat input pixel that kernel
     offset ``k`` of output position ``p`` reads, or ``H*W`` (a zero sentinel) in padding.
+    channels_last: the input is ``(N, H, W, C_in)`` (only for 1x1, stride 1, no padding).
     """
 
     c_in: int
@@ -38,6 +42,7 @@ class Geometry:
     kw: int
     groups: int
     index: np.ndarray
+    channels_last: bool = False
 
     @property
     def positions(self) -> int:
@@ -65,8 +70,10 @@ def resolve_pads(size: tuple[int, int], out: tuple[int, int], kernel: tuple[int,
 
 
 def geometry(c_in: int, h: int, w: int, kernel_shape: tuple[int, ...], groups: int,
-             out_hw: tuple[int, int], strides, dilations, pads, auto_pad="NOTSET") -> Geometry:
-    """Build the patch index of a conv; checks that the output size matches ONNX's rule."""
+             out_hw: tuple[int, int], strides, dilations, pads, auto_pad="NOTSET",
+             channels_last: bool = False) -> Geometry:
+    """Build the patch index of a conv; checks that the output size matches ONNX's rule.
+    ``channels_last``: the input is NHWC (a pointwise layer: 1x1, stride 1, no padding)."""
     c_out, cg, kh, kw = kernel_shape
     if cg * groups != c_in:
         raise ValueError(f"conv input has {c_in} channels, kernel expects {cg * groups}")
@@ -80,7 +87,10 @@ def geometry(c_in: int, h: int, w: int, kernel_shape: tuple[int, ...], groups: i
     cols = np.arange(wo)[None, :, None, None] * sw - pl + np.arange(kw)[None, None, None, :] * dw
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     index = np.where(inside, rows * w + cols, h * w).reshape(ho * wo, kh * kw)
-    return Geometry(c_in, h, w, c_out, ho, wo, kh, kw, groups, index.astype(np.int64))
+    if channels_last and (kh * kw > 1 or not np.array_equal(index[:, 0], np.arange(h * w))):
+        raise ValueError("a channels-last input needs a 1x1, stride-1 conv without padding")
+    return Geometry(c_in, h, w, c_out, ho, wo, kh, kw, groups, index.astype(np.int64),
+                    channels_last)
 
 
 def route_costs(g: Geometry, full: bool) -> dict[str, float]:
@@ -102,6 +112,8 @@ def choose_route(g: Geometry, full: bool) -> str:
 def _im2col(xp, a, g: Geometry):
     """Patches ``(N, G, P, d)`` with d ordered as the kernel's ``(C_in/G, kh, kw)``."""
     n = a.shape[0]
+    if g.channels_last:
+        return xp.reshape(a, (n, 1, g.h * g.w, g.c_in))
     flat = xp.reshape(a, (n, g.c_in, g.h * g.w))
     flat = xp.concat([flat, xp.zeros((n, g.c_in, 1), dtype=a.dtype, device=_device(a))], axis=2)
     idx = xp.asarray(g.index.reshape(-1), device=_device(a))
@@ -134,7 +146,8 @@ def _pixel_gram(xp, a, g: Geometry):
 def filter_factors(a, d1, g: Geometry, route: str | None = None):
     """Thin factors of ``R`` and the squared patch norms for a batch.
 
-    a: ``(N, C_in, H, W)`` conv input; d1: ``(N, C_out, P)`` = ``phi'``.
+    a: ``(N, C_in, H, W)`` conv input (``(N, H, W, C_in)`` if ``g.channels_last``);
+    d1: ``(N, C_out, P)`` = ``phi'``.
     Returns ``(L, Q, sq)`` with ``R = L Q^T`` ``(N, C_out, C_out)`` (never formed here; its
     diagonal is ``sum(L * Q, axis=2)``), L and Q ``(N, C_out, k)`` with ``k = P`` (pixel,
     patch: ``L = D S / P^2``, ``Q = D``) or ``k = d`` (vector: ``L = Q = V``); sq is
@@ -147,7 +160,7 @@ def filter_factors(a, d1, g: Geometry, route: str | None = None):
     if route in ("pixel", "patch"):
         if g.groups != 1:
             raise ValueError(f"route {route!r} needs groups = 1")
-        if route == "pixel":
+        if route == "pixel" and not g.channels_last:
             s = _pixel_gram(xp, a, g)
         else:
             x = _im2col(xp, a, g)[:, 0]

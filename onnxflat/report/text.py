@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxflatError
-from ..graph.head import Head
+from ..graph.head import Head, layout_name
 from ..measures import Result
 
 
@@ -20,12 +20,13 @@ def head_dict(head: Head) -> dict:
         "input": {"name": head.input_name, "shape": list(head.input_shape),
                   "dtype": head.input_dtype},
         "layers": [{
-            "conv": layer.conv.node,
+            "conv": layer.conv.node, "op": layer.conv.op,
+            "conv_layout": layout_name(layer.conv.layout),
             "kernel_shape": list(layer.conv.kernel.shape),
             "strides": list(layer.conv.strides), "pads": list(layer.conv.pads),
             "dilations": list(layer.conv.dilations), "groups": layer.conv.groups,
             "steps": [{"node": s.node, "fn": s.fn} for s in layer.steps],
-            "layout": "".join("NCHW"[i] for i in layer.layout),
+            "layout": layout_name(layer.layout),
             "channel_offset": layer.channel_offset,
             "summary": layer.describe(),
         } for layer in head.layers],
