@@ -81,8 +81,9 @@ class PreparedModel:
                          threads=self.options.threads)
 
     def fit(self, data: DataSpec) -> DataSpec:
-        """``data`` with image options left open (channels, size) filled from the input."""
-        return data.fit(self.head.input_shape)
+        """``data`` with image options left open (channels, size, classes) filled from the
+        model."""
+        return data.fit(self.head.input_shape, self.head.classifier.num_classes)
 
     def batches(self, ds: ArrayDataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``ds`` checked against the model and cut into ``options.batch_size`` batches."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import OnnxflatError
+from ..measures.stats import chance_floor
 from ..report import compare as c, write_json
 from .app import guard, main
 from .options import (
@@ -33,9 +34,10 @@ from .scale import engine_options
 def compare(models, data, run, sort, json_out, csv_out, scale):
     """Rank MODELS (checkpoints, a hyper-parameter sweep) by each measure on the same data.
 
-    Rank 1 is the flattest. kappa, trace and kappa_layerwise are totals over each head's
-    conv layers; classifier_* are the linear classifier's. Loss and accuracy are shown
-    beside them, with standard errors.
+    Rank 1 is the flattest (lower is flatter). kappa, trace and kappa_layerwise are totals
+    over each head's conv layers; classifier_* are the classifier's. Loss and accuracy are
+    shown beside them, with standard errors; a model whose accuracy is near chance is
+    marked and not ranked (it does not fit the data).
 
     \b
     Examples:
@@ -47,21 +49,28 @@ def compare(models, data, run, sort, json_out, csv_out, scale):
     """
     if len(set(models)) < len(models):
         raise OnnxflatError("a model is given twice")
+    docs, classes = [], []
     if scale.active:  # the workers prepare the models; here only the data is fitted
         results = [p.result() for p in scale.run(list(models), data, run)]
-        docs = [result_doc(r, prepare(m).fit(data)) for r, m in zip(results, models)]
+        for r, m in zip(results, models):
+            prepared = prepare(m)
+            docs.append(result_doc(r, prepared.fit(data)))
+            classes.append(prepared.head.classifier.num_classes)
     else:
-        docs = []
         for m in models:  # one model in memory at a time
             prepared = prepare(m, run)
             fitted = prepared.fit(data)
             docs.append(result_doc(run_measure(prepared, fitted, run.quiet), fitted))
+            classes.append(prepared.head.classifier.num_classes)
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")
-    comp = c.comparison(docs, data.name)
-    click.echo(f"data: {data.name}, {docs[0]['n_samples']} samples; rank 1 = flattest")
+    n = docs[0]["n_samples"]
+    low = [d["accuracy"] < chance_floor(n, k) for d, k in zip(docs, classes)]
+    comp = c.comparison(docs, data.name, low)
+    click.echo(f"data: {data.name}, {n} samples; rank 1 = flattest")
     click.echo(c.table(comp, sort))
+    click.echo(c.legend(comp))
     if json_out:
         write_json(comp, json_out)
     if csv_out:
