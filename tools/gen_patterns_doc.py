@@ -82,11 +82,13 @@ def _weights() -> list[str]:
         "refer to the float kernel the graph computes with: an integer kernel behind "
         "DequantizeLinear (per tensor or per axis) is dequantized, a float16/bfloat16 one "
         "widened; `inspect` and `measure` say so beside the layer (`measured kernel: ...`).", "",
-        "A conv whose activations are float16/bfloat16 (e.g. onnxconverter-common's "
+        "A conv whose activations are float16 (e.g. onnxconverter-common's "
         "`convert_float_to_float16(keep_io_types=True)`, whose float32 output follows a Cast) "
         "is measured from those activations; the output notes it, and the measures agree "
         f"with the float32 model's within {a.FLOAT16_TOLERANCE:g} relative (tested on the "
-        "sample model).", "",
+        "sample model). bfloat16 activations are noted without a tested tolerance "
+        "(onnxruntime's CPU build has no bfloat16 Conv: such a model is refused when it "
+        "runs).", "",
         "Quantized activations on the head's path (" + ", ".join(a.QUANTIZED_OPS) + " on a "
         "non-constant tensor: QDQ pairs, onnxruntime's `quantize_dynamic` and "
         "`quantize_static`) are refused, naming the op, with the advice to measure the float "
