@@ -57,13 +57,11 @@ def split(data, y) -> tuple[object, Iterable | None]:
 def measure_export(proto: onnx.ModelProto, data, y, batches: Iterable | None, name: str, *,
                    batch_size: int = api.DEFAULT_BATCH_SIZE, **options) -> Result:
     """``api.measure`` of an exported model on ``data``/``y`` or ``batches`` (see
-    :func:`split`), with ``Result.model = name``."""
+    :func:`split`), with ``Result.model = name`` (the graph is named so: warnings name it)."""
+    proto.graph.name = name
     if batches is None:
-        res = api.measure(proto, to_numpy(data), to_numpy(y), batch_size=batch_size, **options)
-    else:
-        res = api.measure(proto, batches=batches, **options)
-    res.model = name
-    return res
+        return api.measure(proto, to_numpy(data), to_numpy(y), batch_size=batch_size, **options)
+    return api.measure(proto, batches=batches, **options)
 
 
 def subset_arrays(data, y=None, size: int | None = 1024, seed: int = 0):
