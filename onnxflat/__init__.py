@@ -11,9 +11,10 @@
 __version__ = "0.2.0"
 
 from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
+from .measures import ClassifierResult, LayerResult, Result
 
-__all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
-           "DataError", "NumericalError", "__version__"]
+__all__ = ["analyze", "measure", "Result", "LayerResult", "ClassifierResult", "OnnxflatError",
+           "ModelError", "HeadNotFoundError", "DataError", "NumericalError", "__version__"]
 
 
 def __getattr__(name: str):

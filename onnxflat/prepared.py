@@ -92,8 +92,14 @@ class PreparedModel:
 
     def checked(self, batches: Batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Caller-made batches, each checked against the model as a data set is."""
-        for xb, yb in batches:
-            ds = ArrayDataset(np.asarray(xb), np.asarray(yb), "batch")
+        from .frameworks import to_numpy
+
+        for batch in batches:
+            if not isinstance(batch, tuple | list) or len(batch) != 2:
+                raise DataError(f"each batch must be a pair (x_batch, y_batch), got "
+                                f"{type(batch).__name__}")
+            xb, yb = batch
+            ds = ArrayDataset(to_numpy(xb), to_numpy(yb), "batch")
             ds.check_fits(self.head.input_shape, self.head.classifier.num_classes)
             for _, x, y in ds.batches(len(ds)):
                 yield x, y
