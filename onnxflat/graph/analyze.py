@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import NCHW, Classifier, Conv, Head, Layer, Operand, Pooling, Step
+from .head import (Classifier, Conv, Head, Layer, Operand, Pooling, Step, channel_first,
+                   layout_name)
 from .model import GraphIndex, load_model
 from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
                        TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
@@ -54,11 +55,13 @@ def analyze_model(model: onnx.ModelProto, path: str = "<memory>") -> Head:
     if other:
         raise HeadNotFoundError(GraphIndex.node_name(other[-1]),
                                 f"{other[-1].op_type} is not a global average pooling; "
-                                "the head needs GlobalAveragePool or a ReduceMean over H,W")
+                                "the head needs GlobalAveragePool or a ReduceMean over the "
+                                "spatial axes")
     if not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(None, "the model has no Conv node")
     raise HeadNotFoundError(None, "no global average pooling (GlobalAveragePool, ReduceMean "
-                                  "over H,W, or a whole-map AveragePool) in the graph")
+                                  "over the spatial axes, or a whole-map AveragePool) in the "
+                                  "graph")
 
 
 def _model_input(ix: GraphIndex) -> onnx.ValueInfoProto:
@@ -133,7 +136,10 @@ def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], l
         elif node.op_type in CHANNELWISE_OPS:
             stack.extend(i for i in node.input if i)
         else:
-            blockers.append(channelwise_step(Ctx(ix, frozenset([node.input[0]]), NCHW), node))
+            dims = ix.static_dims(node.input[0]) if node.input else None
+            rank = len(dims) if dims else 4
+            blockers.append(channelwise_step(Ctx(ix, frozenset(node.input[:1]),
+                                                 channel_first(rank)), node))
     return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers
 
 
@@ -143,19 +149,36 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     if k is None:
         return Match.fail(node, "the conv kernel is not a constant (quantized or computed "
                                 "weights are not supported)")
-    if k.ndim != 4:
-        return Match.fail(node, f"only 2-D convolutions are supported (kernel rank {k.ndim})")
+    if k.ndim not in (3, 4, 5):
+        return Match.fail(node, f"only 1-D, 2-D and 3-D convolutions are supported (kernel "
+                                f"rank {k.ndim})")
+    r = k.ndim - 2
     b = ix.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if len(node.input) > 2 and node.input[2] and b is None:
         return Match.fail(node, "the conv bias is not a constant")
+    for key, n in (("strides", r), ("dilations", r), ("pads", 2 * r), ("kernel_shape", r)):
+        if key in a and len(a[key]) != n:
+            return Match.fail(node, f"the conv's {key} has {len(a[key])} entries for a kernel "
+                                    f"with {r} spatial axes")
+    if any(v < 1 for key in ("strides", "dilations") for v in a.get(key, ())) or any(
+            v < 0 for v in a.get("pads", ())):
+        return Match.fail(node, "the conv has a stride or dilation below 1 or a negative pad")
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != k.shape[2:]:
+        return Match.fail(node, f"the conv's kernel_shape {tuple(a['kernel_shape'])} is not "
+                                f"its kernel's {k.shape[2:]}")
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return Match(Conv(
         node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
         kernel=np.asarray(k, np.float64), bias=None if b is None else np.asarray(b, np.float64),
-        strides=tuple(a.get("strides", (1, 1))), pads=tuple(a.get("pads", (0, 0, 0, 0))),
-        dilations=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)),
+        strides=_per_axis(a.get("strides"), 1, r), pads=_per_axis(a.get("pads"), 0, 2 * r),
+        dilations=_per_axis(a.get("dilations"), 1, r), groups=int(a.get("group", 1)),
         auto_pad=auto_pad))
+
+
+def _per_axis(values, default: int, n: int) -> tuple[int, ...]:
+    """An attribute with ``n`` entries (``default`` each when absent)."""
+    return (default,) * n if values is None else tuple(int(v) for v in values)
 
 
 def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto) -> Match:
@@ -165,7 +188,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
         return m
     conv = m.value
     c_out = conv.out_channels
-    layout = {conv.output: NCHW}
+    layout = {conv.output: channel_first(conv.kernel.ndim)}
     offset = {conv.output: 0}
     width = {conv.output: c_out}
     steps: list[Step] = []
@@ -224,14 +247,10 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     m = pooling_axes(ix, pool, len(lay))
     if not m:
         return m
-    if lay[0] != 0 or {lay[i] for i in m.value} != {2, 3}:
+    if lay[0] != 0 or {lay[i] for i in m.value} != set(range(2, len(lay))):
         return Match.fail(pool, f"{pool.op_type} averages axes {list(m.value)} of a tensor in "
-                                f"layout {_layout_name(lay)}: not the conv's spatial axes")
+                                f"layout {layout_name(lay)}: not the conv's spatial axes")
     return Match(Layer(conv, tuple(steps), lay, offset[a_in]))
-
-
-def _layout_name(lay: tuple[int, ...]) -> str:
-    return "".join("NCHW"[i] for i in lay)
 
 
 def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -> Match:

@@ -10,16 +10,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NCHW = (0, 1, 2, 3)
+# Names of the spatial axes by spatial rank (1-D: sequences, 2-D: images, 3-D: clips/volumes).
+SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
+
+
+def channel_first(rank: int) -> tuple[int, ...]:
+    """The layout of a conv output with ``rank`` axes as the conv writes it: N, C, spatial."""
+    return tuple(range(rank))
+
+
+def layout_name(layout: tuple[int, ...]) -> str:
+    """``(0, 2, 3, 1)`` -> ``"NHWC"``; ``(0, 2, 3, 4, 1)`` -> ``"NDHWC"``; ``(0, 1, 2)`` -> ``"NCL"``."""
+    axes = "NC" + SPATIAL_AXES.get(len(layout) - 2, "".join(
+        f"D{i}" for i in range(1, len(layout) - 1)))
+    if len(axes) != len(layout):  # more than 9 spatial axes: not a name worth printing
+        return str(tuple(layout))
+    return "".join(axes[i] for i in layout)
 
 
 @dataclass(frozen=True)
 class Conv:
     """The convolution whose kernel the measures differentiate.
 
-    kernel: ``(C_out, C_in/groups, kh, kw)``; bias: ``(C_out,)`` or None.
-    pads: ``(top, left, bottom, right)`` after resolving ``auto_pad`` when the
-    input size is known (else kept with ``auto_pad`` and resolved per batch).
+    kernel: ``(C_out, C_in/groups, *k)`` with one kernel size per spatial axis (1, 2 or 3
+    axes: ``(k,)``, ``(kh, kw)``, ``(kd, kh, kw)``); bias: ``(C_out,)`` or None. strides and
+    dilations: one per spatial axis; pads: ``(begin..., end...)``, two per spatial axis, as
+    ONNX writes them (kept with ``auto_pad`` and resolved per batch when that is set).
     """
 
     node: str
@@ -27,9 +43,9 @@ class Conv:
     output: str
     kernel: np.ndarray
     bias: np.ndarray | None
-    strides: tuple[int, int]
-    pads: tuple[int, int, int, int]
-    dilations: tuple[int, int]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
     groups: int
     auto_pad: str = "NOTSET"
 
@@ -38,20 +54,31 @@ class Conv:
         return int(self.kernel.shape[0])
 
     @property
-    def kernel_size(self) -> tuple[int, int]:
-        return int(self.kernel.shape[2]), int(self.kernel.shape[3])
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(int(k) for k in self.kernel.shape[2:])
+
+    @property
+    def spatial_rank(self) -> int:
+        """Number of spatial axes: 1 (sequences), 2 (images), 3 (clips, volumes)."""
+        return self.kernel.ndim - 2
 
     def describe(self) -> str:
-        co, ci, kh, kw = self.kernel.shape
+        co, ci = self.kernel.shape[:2]
+        ones = (1,) * self.spatial_rank
         extra = []
-        if self.strides != (1, 1):
-            extra.append(f"stride {self.strides[0]}x{self.strides[1]}")
-        if self.dilations != (1, 1):
-            extra.append(f"dilation {self.dilations[0]}x{self.dilations[1]}")
+        if tuple(self.strides) != ones:
+            extra.append(f"stride {_by(self.strides)}")
+        if tuple(self.dilations) != ones:
+            extra.append(f"dilation {_by(self.dilations)}")
         if self.groups != 1:
             extra.append(f"groups {self.groups}")
         tail = f" ({', '.join(extra)})" if extra else ""
-        return f"Conv '{self.node}' {ci * self.groups}->{co} {kh}x{kw}{tail}"
+        return (f"Conv{self.spatial_rank}d '{self.node}' {ci * self.groups}->{co} "
+                f"{_by(self.kernel_size)}{tail}")
+
+
+def _by(sizes) -> str:
+    return "x".join(str(int(s)) for s in sizes)
 
 
 @dataclass(frozen=True)
@@ -87,15 +114,23 @@ class Step:
 class Layer:
     """A conv whose output reaches the pooling only through channel-wise steps.
 
-    layout: for each axis of the pooling input, the NCHW axis of the conv output it holds
-    (``(0, 2, 3, 1)`` for NHWC). channel_offset: index of the conv's first channel among
-    the pooled features (non-zero after a channel Concat).
+    layout: for each axis of the pooling input, the axis of the conv output (N, C, spatial...)
+    it holds: ``(0, 2, 3, 1)`` for NHWC, ``(0, 2, 1)`` for a channel-last sequence (NLC);
+    None: channel-first, as the conv writes it. channel_offset: index of the conv's first
+    channel among the pooled features (non-zero after a channel Concat).
     """
 
     conv: Conv
     steps: tuple[Step, ...]
-    layout: tuple[int, int, int, int] = NCHW
+    layout: tuple[int, ...] | None = None
     channel_offset: int = 0
+
+    def __post_init__(self):
+        if self.layout is None:
+            object.__setattr__(self, "layout", channel_first(self.conv.kernel.ndim))
+        if sorted(self.layout) != list(range(self.conv.kernel.ndim)) or self.layout[0] != 0:
+            raise ValueError(f"layout {self.layout} is not a batch-first order of the "
+                             f"{self.conv.kernel.ndim} axes of conv '{self.conv.node}'")
 
     @property
     def fetches(self) -> list[str]:

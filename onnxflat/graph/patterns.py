@@ -45,7 +45,8 @@ class Match:
 @dataclass(frozen=True)
 class Ctx:
     """What a channel-wise rule may look at: the graph, which tensors depend on the conv
-    output, and the layout (NCHW axis held by each axis) of the node's first dep input."""
+    output, and the layout (the conv output's axis held by each axis) of the node's first
+    dep input."""
 
     ix: GraphIndex
     dep: frozenset[str]
@@ -91,7 +92,8 @@ CHANNELWISE_NOTES = {
     "Dropout": "inference mode (training_mode absent or false)",
     "BatchNormalization": "inference mode, constant statistics, over the conv's channel axis "
                           "(folded to a per-channel affine)",
-    "Transpose": "keeps the batch axis first (NCHW <-> NHWC, tracked as the layout)",
+    "Transpose": "keeps the batch axis first (channel first <-> last, e.g. NCHW <-> NHWC, "
+                 "NCDHW <-> NDHWC, tracked as the layout)",
     "Concat": "along the conv's channel axis, one conv-dependent input with static channel "
               "counts: the conv's channels are a slice of the pooled features (DenseNet, "
               "Inception)",
@@ -362,14 +364,14 @@ def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Ma
     if op == "Conv":
         k = consts.get(node.input[1])
         shape = ix.static_dims(cur)
-        if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
+        if k is None or k.ndim < 3 or any(s != 1 for s in k.shape[2:]) or a.get("group", 1) != 1:
             return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
         if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
             return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")
         bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
         if bias is None:
             return Match.fail(node, "Conv bias is not a constant")
-        return Match(f.then(k[:, :, 0, 0], bias))
+        return Match(f.then(k.reshape(k.shape[:2]), bias))
     if op in ("Add", "Sub", "Mul", "Div"):
         (other,) = others or [None]
         c = consts.get(other) if other else None

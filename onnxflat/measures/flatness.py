@@ -27,10 +27,10 @@ from array_api_compat import device as _device
 from threadpoolctl import ThreadpoolController
 
 from ..errors import NumericalError
-from ..graph.head import NCHW, Head, Layer
+from ..graph.head import Head, Layer, channel_first
 from . import jets
 from .dense import STRIP_ELEMENTS, kappa_rows
-from .patches import Geometry, choose_route, filter_factors, geometry
+from .patches import Geometry, choose_route, filter_factors, geometry, route_elements
 from .result import ClassifierResult, LayerResult, Result
 from .stats import Moments
 
@@ -104,8 +104,9 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
                                  f"{dep_shape} to {tuple(out.v.shape)}")
         env[step.output] = out
     final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
-    if layer.layout != NCHW:
-        final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
+    rank = len(layer.layout)
+    if layer.layout != channel_first(rank):
+        final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(rank)))
     n, c = final.v.shape[0], final.v.shape[1]
     d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
     d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
@@ -165,9 +166,9 @@ class FlatnessAccumulator:
         if key not in self._geometry:
             c = layer.conv
             try:
-                self._geometry[key] = geometry(a_shape[1], a_shape[2], a_shape[3],
-                                               c.kernel.shape, c.groups, tuple(z_shape[2:]),
-                                               c.strides, c.dilations, c.pads, c.auto_pad)
+                self._geometry[key] = geometry(a_shape[1], tuple(a_shape[2:]), c.kernel.shape,
+                                               c.groups, tuple(z_shape[2:]), c.strides,
+                                               c.dilations, c.pads, c.auto_pad)
             except ValueError as exc:
                 raise NumericalError(f"conv '{c.node}': {exc}") from None
         return self._geometry[key]
@@ -285,10 +286,8 @@ class FlatnessAccumulator:
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
         # stay in cache (the jets make ~10 elementwise passes over the conv output), other
         # namespaces (GPU) chunks as large as memory allows.
-        hw = geo.h * geo.w
-        largest = max(c_out * w.shape[0] if full else 0, geo.positions * max(c_out, hw),
-                      geo.c_in * hw, hw * hw,
-                      0 if route == "pixel" else geo.d * max(geo.positions, c_out))
+        largest = max(c_out * w.shape[0] if full else 0, geo.positions * c_out,
+                      geo.c_in * geo.pixels, route_elements(geo, route))
         numpy = xp.__name__.endswith("numpy")
         step = max(1, (CACHE_ELEMENTS if numpy else CHUNK_ELEMENTS) // largest)
         budget = STRIP_ELEMENTS if numpy else CHUNK_ELEMENTS

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxflatError
-from ..graph.head import Head
+from ..graph.head import Head, channel_first, layout_name
 from ..measures import Result
 
 
@@ -21,11 +21,12 @@ def head_dict(head: Head) -> dict:
                   "dtype": head.input_dtype},
         "layers": [{
             "conv": layer.conv.node,
+            "spatial_rank": layer.conv.spatial_rank,
             "kernel_shape": list(layer.conv.kernel.shape),
             "strides": list(layer.conv.strides), "pads": list(layer.conv.pads),
             "dilations": list(layer.conv.dilations), "groups": layer.conv.groups,
             "steps": [{"node": s.node, "fn": s.fn} for s in layer.steps],
-            "layout": "".join("NCHW"[i] for i in layer.layout),
+            "layout": layout_name(layer.layout),
             "channel_offset": layer.channel_offset,
             "summary": layer.describe(),
         } for layer in head.layers],
@@ -39,8 +40,11 @@ def head_dict(head: Head) -> dict:
 
 
 def head_summary(head: Head) -> str:
+    ranks = sorted({layer.conv.spatial_rank for layer in head.layers})
+    axes = ", ".join(f"{r}-D ({layout_name(channel_first(r + 2))[2:]})" for r in ranks)
     lines = [f"model: {head.model_path}",
-             f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}"]
+             f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}",
+             f"conv:  {axes}"]
     lines += [f"head:  {line}" for line in head.describe().splitlines()]
     lines += [f"not a layer (at node '{node}'): {reason}" for node, reason in head.rejected]
     return "\n".join(lines)
