@@ -14,7 +14,7 @@ def exported():
             model = case.build().eval()
             if not case.keep_bn:  # fold first, so the file and the reference share weights
                 model = fold_bn_into_conv(model)
-            x = torch.randn(4, 3, case.input_hw, case.input_hw)
+            x = torch.randn(4, *case.sample_shape)
             _cache[case.name] = (model, export(model, x, softmax=case.softmax,
                                                dynamo=case.dynamo, keep_bn=case.keep_bn,
                                                fixed_batch=case.fixed_batch))

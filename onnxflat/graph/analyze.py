@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import (Classifier, Conv, Head, Layer, Operand, Pooling, Step, channel_first,
-                   layout_name)
+from .head import (UNIT, Classifier, Conv, Head, Layer, Operand, Pooling, Step,
+                   channel_first, layout_name)
 from .model import GraphIndex, load_model
 from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
                        TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
@@ -28,7 +28,8 @@ SHAPE_ONLY = ("Shape", "Size")
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
-                   | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat"})
+                   | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat", "Unsqueeze",
+                      "Squeeze"})
 
 
 def analyze(path: str | os.PathLike) -> Head:
@@ -247,7 +248,8 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     m = pooling_axes(ix, pool, len(lay))
     if not m:
         return m
-    if lay[0] != 0 or {lay[i] for i in m.value} != set(range(2, len(lay))):
+    spatial = {ax for ax in lay if ax >= 2}  # a squeezed spatial axis (size 1) is missing
+    if lay[0] != 0 or {lay[i] for i in m.value} - {UNIT} != spatial:
         return Match.fail(pool, f"{pool.op_type} averages axes {list(m.value)} of a tensor in "
                                 f"layout {layout_name(lay)}: not the conv's spatial axes")
     return Match(Layer(conv, tuple(steps), lay, offset[a_in]))

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+NCHW = (0, 1, 2, 3)
+# Layout entry of an axis that holds no axis of the conv output (a unit axis an Unsqueeze added).
+UNIT = -1
 # Names of the spatial axes by spatial rank (1-D: sequences, 2-D: images, 3-D: clips/volumes).
 SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
 
@@ -20,12 +23,11 @@ def channel_first(rank: int) -> tuple[int, ...]:
 
 
 def layout_name(layout: tuple[int, ...]) -> str:
-    """``(0, 2, 3, 1)`` -> ``"NHWC"``; ``(0, 2, 3, 4, 1)`` -> ``"NDHWC"``; ``(0, 1, 2)`` -> ``"NCL"``."""
-    axes = "NC" + SPATIAL_AXES.get(len(layout) - 2, "".join(
-        f"D{i}" for i in range(1, len(layout) - 1)))
-    if len(axes) != len(layout):  # more than 9 spatial axes: not a name worth printing
-        return str(tuple(layout))
-    return "".join(axes[i] for i in layout)
+    """``(0, 2, 3, 1)`` -> ``"NHWC"``; ``(0, 2, 3, 4, 1)`` -> ``"NDHWC"``; ``(0, 1, 2)`` ->
+    ``"NCL"``; a unit axis (``UNIT``) is ``1``: ``(0, 1, -1, 2)`` -> ``"NC1L"``."""
+    rank = max(layout) + 1
+    names = "NC" + SPATIAL_AXES.get(rank - 2, "?" * (rank - 2))
+    return "".join("1" if ax == UNIT else names[ax] for ax in layout)
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,10 @@ class Layer:
     """A conv whose output reaches the pooling only through channel-wise steps.
 
     layout: for each axis of the pooling input, the axis of the conv output (N, C, spatial...)
-    it holds: ``(0, 2, 3, 1)`` for NHWC, ``(0, 2, 1)`` for a channel-last sequence (NLC);
-    None: channel-first, as the conv writes it. channel_offset: index of the conv's first
-    channel among the pooled features (non-zero after a channel Concat).
+    it holds: ``(0, 2, 3, 1)`` for NHWC, ``(0, 2, 1)`` for a channel-last sequence (NLC),
+    ``UNIT`` for a unit axis an Unsqueeze added; a spatial axis of size 1 may be missing
+    (squeezed). None: channel-first, as the conv writes it. channel_offset: index of the
+    conv's first channel among the pooled features (non-zero after a channel Concat).
     """
 
     conv: Conv
@@ -128,9 +131,11 @@ class Layer:
     def __post_init__(self):
         if self.layout is None:
             object.__setattr__(self, "layout", channel_first(self.conv.kernel.ndim))
-        if sorted(self.layout) != list(range(self.conv.kernel.ndim)) or self.layout[0] != 0:
-            raise ValueError(f"layout {self.layout} is not a batch-first order of the "
-                             f"{self.conv.kernel.ndim} axes of conv '{self.conv.node}'")
+        axes = [ax for ax in self.layout if ax != UNIT]
+        if (self.layout[0] != 0 or 1 not in axes or len(set(axes)) != len(axes)
+                or not set(axes) <= set(range(self.conv.kernel.ndim))):
+            raise ValueError(f"layout {self.layout} is not a batch-first order of the axes "
+                             f"of conv '{self.conv.node}'")
 
     @property
     def fetches(self) -> list[str]:
@@ -139,7 +144,8 @@ class Layer:
         return list(dict.fromkeys(names))
 
     def describe(self) -> str:
-        fns = [s.fn for s in self.steps if s.fn not in ("identity", "transpose")]
+        fns = [s.fn for s in self.steps
+               if s.fn not in ("identity", "transpose", "squeeze", "unsqueeze")]
         path = " -> ".join(fns) if fns else "identity"
         off = f" [channels {self.channel_offset}..]" if self.channel_offset else ""
         return f"{self.conv.describe()} -> {path}{off}"

@@ -27,7 +27,7 @@ from array_api_compat import device as _device
 from threadpoolctl import ThreadpoolController
 
 from ..errors import NumericalError
-from ..graph.head import Head, Layer, channel_first
+from ..graph.head import UNIT, Head, Layer
 from . import jets
 from .dense import STRIP_ELEMENTS, kappa_rows
 from .patches import Geometry, choose_route, filter_factors, geometry, route_elements
@@ -40,6 +40,8 @@ from .stats import Moments
 CHUNK_ELEMENTS = 1 << 22
 # Per-chunk intermediates on NumPy (elements): 4 MiB in float32, resident in cache.
 CACHE_ELEMENTS = 1 << 18
+# Steps that change the shape of the conv-dependent tensor, not its values.
+RESHAPING = ("transpose", "unsqueeze", "squeeze")
 # Fewest samples per thread worth a thread of its own.
 MIN_PART_SAMPLES = 2
 
@@ -99,14 +101,17 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
                 args.append(xp.astype(xp.asarray(tensors[op.name]), dtype))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
-        if step.fn != "transpose" and tuple(out.v.shape) != dep_shape:
+        if step.fn not in RESHAPING and tuple(out.v.shape) != dep_shape:
             raise NumericalError(f"step '{step.node}' broadcasts the conv output "
                                  f"{dep_shape} to {tuple(out.v.shape)}")
         env[step.output] = out
     final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
-    rank = len(layer.layout)
-    if layer.layout != channel_first(rank):
-        final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(rank)))
+    units = tuple(i for i, ax in enumerate(layer.layout) if ax == UNIT)
+    if units:  # unit axes an Unsqueeze added: dropped, the conv's axes remain
+        final = jets.squeeze(final, units)
+    layout = [ax for ax in layer.layout if ax != UNIT]
+    if layout != sorted(layout):  # back to the conv's order (a squeezed axis has size 1)
+        final = jets.transpose(final, tuple(sorted(range(len(layout)), key=layout.__getitem__)))
     n, c = final.v.shape[0], final.v.shape[1]
     d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
     d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
