@@ -97,10 +97,10 @@ class HeadNd(nn.Module):
     (or a mean over the spatial axes) -> Linear."""
 
     def __init__(self, dims, act, *, c_in=2, c_mid=4, c_out=6, classes=5, k=3, stride=1,
-                 pad=1, dilation=1, groups=1, pool="gap", seed=0):
+                 pad=1, dilation=1, groups=1, pool="gap", channel_last=False, seed=0):
         super().__init__()
         torch.manual_seed(seed)
-        self.dims, self.pool = dims, pool
+        self.dims, self.pool, self.channel_last = dims, pool, channel_last
         self.stem = CONV[dims](c_in, c_mid, 3, padding=1)
         self.conv = CONV[dims](c_mid, c_out, k, stride=stride, padding=pad, dilation=dilation,
                                groups=groups)
@@ -112,7 +112,11 @@ class HeadNd(nn.Module):
             self.fc.weight.mul_(3.0)
 
     def forward(self, x):
-        a = self.act(self.bn(self.conv(F.relu(self.stem(x)))))
+        z = self.bn(self.conv(F.relu(self.stem(x))))
+        if self.channel_last:  # N, spatial..., C, then a mean over the spatial axes
+            a = self.act(z.permute(0, *range(2, 2 + self.dims), 1))
+            return self.fc(a.mean(tuple(range(1, 1 + self.dims))))
+        a = self.act(z)
         if self.pool == "mean":
             g = a.mean(tuple(range(2, 2 + self.dims)))
         else:
@@ -233,6 +237,9 @@ CASES = [
          ["conv.weight"], dynamo=True, sample=(2, 16)),
     Case("dynamo_conv1d_gelu", lambda: HeadNd(1, nn.GELU(), dilation=3, pad=2, k=2),
          ["conv.weight"], dynamo=True, sample=(2, 16), f64_tol=1e-8),
+    Case("conv3d_channel_last_gelu_stride",
+         lambda: HeadNd(3, nn.GELU(), c_out=4, stride=2, channel_last=True), ["conv.weight"],
+         sample=(2, 4, 5, 6), f64_tol=1e-8),
     Case("conv3d_residual_projection_relu", lambda: ResidualNd(3, nn.ReLU()),
          ["short.weight", "conv2.weight"], sample=(3, 4, 6, 6)),
     Case("conv3d_residual_identity_silu_bn",
@@ -244,6 +251,22 @@ CASES = [
          lambda: ResidualNd(3, nn.ReLU(), project=False, groups=4, dilation=2),
          ["conv2.weight"], dynamo=True, sample=(3, 4, 6, 6)),
 ]
+
+
+_exported: dict = {}
+
+
+def exported_case(case: Case) -> tuple[nn.Module, onnx.ModelProto]:
+    """(torch model, exported ONNX model) of a case, exported once per process."""
+    if case.name not in _exported:
+        model = case.build().eval()
+        if not case.keep_bn:  # fold first, so the file and the reference share weights
+            model = fold_bn_into_conv(model)
+        x = torch.randn(4, *case.sample_shape)
+        _exported[case.name] = (model, export(model, x, softmax=case.softmax,
+                                              dynamo=case.dynamo, keep_bn=case.keep_bn,
+                                              fixed_batch=case.fixed_batch))
+    return _exported[case.name]
 
 
 def fold_bn_into_conv(model: nn.Module) -> nn.Module:

@@ -402,7 +402,8 @@ def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Ma
     if op == "Conv":
         k = consts.get(node.input[1])
         shape = ix.static_dims(cur)
-        if k is None or k.ndim < 3 or any(s != 1 for s in k.shape[2:]) or a.get("group", 1) != 1:
+        if (k is None or k.ndim < 3 or any(s != 1 for s in k.shape[2:])
+                or a.get("group", 1) != 1):
             return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
         if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
             return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")

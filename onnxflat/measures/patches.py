@@ -26,8 +26,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from array_api_compat import array_namespace
-from array_api_compat import device as _device
+from array_api_compat import array_namespace, device as _device
 
 
 @dataclass(frozen=True)
