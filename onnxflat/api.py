@@ -8,12 +8,14 @@ import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
+import onnx
 
 from .data import ArrayDataset
 from .errors import DataError, NumericalError
 from .graph import analyze_model, load_model
 from .graph.head import Head
 from .measures import FlatnessAccumulator, Options, Result
+from .measures.samples import SampleSink
 from .runtime import Extractor
 
 DEFAULT_BATCH_SIZE = 64
@@ -21,20 +23,28 @@ DEFAULT_BATCH_SIZE = 64
 log = logging.getLogger(__name__)
 
 
-def measure(model: str | os.PathLike, x=None, y=None, *,
+def measure(model: str | os.PathLike | onnx.ModelProto, x=None, y=None, *,
             batches: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, kappa: bool = True, device: str = "auto",
             route: str | None = None, threads: int | None = None,
-            progress: Callable[[int], None] | None = None) -> Result:
+            progress: Callable[[int], None] | None = None, per_sample: bool = False) -> Result:
     """Exact trace and relative flatness of a model's head on labelled data.
+
+    ``model``: an ONNX file, or a ``ModelProto`` in memory (trusted: not checked as files are).
 
     Give either arrays ``x`` ``(N, *input_shape)`` and ``y`` ``(N,)`` (int labels), an
     :class:`~onnxflat.data.ArrayDataset` as ``x``, or ``batches``, an iterable of ``(x_batch, y_batch)``. ``kappa=False`` skips the
     filter-wise kappa (its dense part dominates on wide 1000-class heads). ``progress`` is
-    called with the number of samples done after each batch.
+    called with the number of samples done after each batch. ``per_sample=True`` also
+    keeps each sample's terms in ``Result.per_sample`` (indexed by the sample's row in x,
+    or its position in ``batches``; memory O(N x measures)).
     """
-    proto = load_model(model)
-    head = analyze_model(proto, str(model))
+    if isinstance(model, onnx.ModelProto):
+        proto, name = model, model.graph.name or "<memory>"
+    else:
+        proto, name = load_model(model), os.fspath(model)
+    head = analyze_model(proto, name)
+    rows = None
     if batches is None:
         if isinstance(x, ArrayDataset):
             ds = x
@@ -44,12 +54,16 @@ def measure(model: str | os.PathLike, x=None, y=None, *,
             ds = ArrayDataset(x if hasattr(x, "shape") else np.asarray(x), y)
         ds.check_fits(head.input_shape, head.classifier.num_classes)
         batches = ((xb, yb) for _, xb, yb in ds.batches(batch_size))
+        rows = ds.index
     else:
         batches = _checked(batches, head)
     extractor = Extractor(proto, head, device=device, threads=threads)
+    sink = SampleSink() if per_sample else None
     acc = accumulate(extractor, batches, Options(kappa=kappa, route=route, threads=threads),
-                     progress)
-    res = acc.result(model=os.fspath(model), provider=extractor.provider)
+                     progress, sink)
+    res = acc.result(model=name, provider=extractor.provider)
+    if sink is not None:
+        res.per_sample = sink.table(rows)
     warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes)
     return res
 
@@ -70,10 +84,11 @@ def warn_if_near_chance(accuracy: float, n: int, num_classes: int) -> bool:
 
 def accumulate(extractor: Extractor, batches: Iterable[tuple[np.ndarray, np.ndarray]],
                options: Options = Options(),
-               progress: Callable[[int], None] | None = None) -> FlatnessAccumulator:
+               progress: Callable[[int], None] | None = None,
+               sink: SampleSink | None = None) -> FlatnessAccumulator:
     """Run ``extractor`` over validated ``batches`` and accumulate the per-sample terms
-    (raises DataError when there are no samples)."""
-    acc = FlatnessAccumulator(extractor.head, options)
+    (raises DataError when there are no samples); ``sink`` keeps them sample by sample."""
+    acc = FlatnessAccumulator(extractor.head, options, sink)
     done = 0
     for i, (xb, yb) in enumerate(batches):
         tensors = extractor.run(xb)

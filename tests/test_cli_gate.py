@@ -106,7 +106,7 @@ def test_absolute_limits_fail_with_a_table_and_pass():
 def test_baseline_gate_json_and_measures(tmp_path):
     out = tmp_path / "g.json"
     r = gate("--baseline", str(BASELINE), "--on", "kappa", "--on", "trace",
-             "--max-increase", "0.5", "--json", str(out))
+             "--max-increase", "50%", "--json", str(out))
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     validate(doc)
@@ -122,7 +122,7 @@ def test_baseline_gate_json_and_measures(tmp_path):
     (("--max-kappa", "-3"), "positive"),
     (("--max-kappa", "/nope/Conv=3"), "known: /conv2/Conv, classifier, total"),
     (("--baseline", str(TRAIN)), "not JSON"),
-    (("--baseline", str(BASELINE), "--max-increase", "ten"), "expected e.g. 10%"),
+    (("--baseline", str(BASELINE), "--max-increase", "ten"), "e.g. --max-increase 10%"),
     (("--baseline", str(BASELINE), "--limit", "500"), "same data"),
     (("--max-kappa", "900", "--no-filter-kappa"), "skips the kappa"),
 ])
@@ -165,7 +165,6 @@ def test_evaluate_totals_ratios_and_errors():
     assert b.ratio == 1 and b.passed
     one = g.values(doc_with([("a", 1.0, 30.0, 3.0)]))
     assert one[("kappa", "total")] == (30.0, 3.0)
-    assert g.parse_increase("10%") == pytest.approx(1.1) and g.parse_increase("0") == 1
     assert g.parse_limit("x=y=2") == ("x=y", 2.0) and g.parse_limit("5") == ("total", 5.0)
     md = g.markdown(checks, "m.onnx", "d.npz", 10, "old.json")
     assert md.count("❌ **FAIL**") == 3 and "| kappa a | 30 ± 3 | 20 ± 4 | 1.5 ± 0.34 |" in md
@@ -180,3 +179,26 @@ def test_baseline_on_other_data_of_the_same_size_is_refused(tmp_path):
     assert same.exit_code == 0, same.output
     other = gate("--baseline", str(base), "--limit", "500", "--seed", "2")
     assert other.exit_code == 2 and "measured on other data" in other.output
+
+
+@pytest.mark.parametrize("text, ratio", [
+    ("10%", 1.1), (" 10 % ", 1.1), ("0%", 1.0), ("250%", 3.5), ("1.1x", 1.1), ("1.1X", 1.1),
+    ("1x", 1.0), ("3x", 3.0), ("12.5%", 1.125),
+])
+def test_max_increase_spellings(text, ratio):
+    assert g.parse_increase(text) == pytest.approx(ratio)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("10", "bare number is ambiguous"), ("1.1", "bare number is ambiguous"),
+    ("0", "bare number is ambiguous"), ("-5%", "must not be negative"),
+    ("0.9x", "must not be negative"), ("-1x", "must not be negative"), ("ten", "expected"),
+    ("%", "expected"), ("x", "expected"), ("nan%", "expected"),
+    ("inf%", "expected"), ("", "expected"),
+])
+def test_max_increase_refused_with_an_example(text, message):
+    with pytest.raises(g.GateInputError, match=message) as err:
+        g.parse_increase(text)
+    assert "--max-increase 10%" in str(err.value) and "1.1x" in str(err.value)
+    r = gate("--baseline", str(BASELINE), "--max-increase", text)  # before any measuring
+    assert r.exit_code == 2 and message in r.output, r.output

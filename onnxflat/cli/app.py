@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 import click
 import numpy as np
@@ -17,6 +18,47 @@ from ..errors import OnnxflatError, first_line
 
 EXIT_BAD_INPUT = 2
 EXIT_UNEXPECTED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def say_error(message: str) -> None:
+    """Print ``message`` as one line on stderr and, under GitHub Actions, as an ``::error::``
+    annotation on stdout."""
+    from ..report.gate import github_error, in_github_actions
+
+    message = " ".join(message.split())
+    click.echo(message, err=True)
+    if in_github_actions():
+        click.echo(github_error(message))
+
+
+def fail(ctx: click.Context, message: str, code: int) -> None:
+    say_error(message)
+    ctx.exit(code)
+
+
+class Group(click.Group):
+    """click's group, with usage errors annotated like every other exit 2 and Ctrl-C (which
+    click turns into Abort) exiting 130 with one line instead of click's exit 1 (the gate's
+    "failed")."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            exc.show()
+            if exc.exit_code == EXIT_BAD_INPUT:
+                from ..report.gate import github_error, in_github_actions
+                if in_github_actions():
+                    click.echo(github_error(exc.format_message()))
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted (Ctrl-C)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def guard(fn):
@@ -28,24 +70,21 @@ def guard(fn):
             with np.errstate(all="ignore"):  # non-finite values are detected and reported
                 return fn(*args, **kwargs)
         except OnnxflatError as exc:
-            click.echo("error: " + " ".join(str(exc).split()), err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            fail(ctx, f"error: {exc}", EXIT_BAD_INPUT)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except MemoryError as exc:
-            click.echo(f"error: out of memory ({first_line(exc)}); use a smaller --batch-size "
-                       "or a smaller model input", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            fail(ctx, f"error: out of memory ({first_line(exc)}); use a smaller --batch-size "
+                 "or a smaller model input", EXIT_BAD_INPUT)
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if (ctx.find_root().obj or {}).get("debug"):
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with "
-                       "--debug for the traceback, and please report it)", err=True)
-            ctx.exit(EXIT_UNEXPECTED)
+            fail(ctx, f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with "
+                 "--debug for the traceback, and please report it)", EXIT_UNEXPECTED)
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onnxflat")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")

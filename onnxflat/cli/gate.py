@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -25,7 +24,8 @@ EXIT_FAILED = 1
               help="Result JSON of an accepted model, measured on the same data "
                    "(onnxflat measure ... --json). Recommended.")
 @click.option("--max-increase", default="10%", show_default=True,
-              help="Largest allowed increase over the baseline (10% or 0.1).")
+              help="Largest allowed increase over the baseline: a percentage (10%) or a ratio "
+                   "(1.1x); a bare number is refused.")
 @click.option("--on", "on", multiple=True, type=click.Choice(g.LAYER_MEASURES),
               help="Measures compared with the baseline, per conv layer (repeatable) "
                    "[default: kappa, which is invariant to reparameterization].")
@@ -78,7 +78,7 @@ def gate(model, data, baseline, max_increase, on, max_kappa, max_trace, summary_
                + (f"\nbaseline: {baseline}" if baseline else ""))
     click.echo(g.table(checks))
     click.echo(g.verdict(checks))
-    if os.environ.get("GITHUB_ACTIONS") == "true":
+    if g.in_github_actions():
         for line in g.annotations(checks, Path(model).name):
             click.echo(line)
     if summary_md:

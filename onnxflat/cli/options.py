@@ -154,11 +154,11 @@ def result_doc(res: Result, model: str, data: DataSpec) -> dict:
                                       "sha256": data.fingerprint()}}
 
 
-def run_measure(model: str, data: DataSpec, run: RunOptions) -> Result:
+def run_measure(model: str, data: DataSpec, run: RunOptions, per_sample: bool = False) -> Result:
     """Measure ``model`` on ``data`` with a progress bar unless quiet."""
     ds = fit_data(model, data).open()
     log.info("data: %s, %d samples", data.name, len(ds))
     with progress_bar(len(ds), model, run.quiet) as bar:
         return measure_api(model, ds, batch_size=run.batch_size, kappa=run.kappa,
-                           device=run.device, threads=run.threads,
+                           device=run.device, threads=run.threads, per_sample=per_sample,
                            progress=lambda done: bar.update(done - bar.n))

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DataError, first_line
 from ..graph.head import channel_first, layout_name
+from ..lfs import refuse_pointer
 from .npyfile import NpyFile
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> ArrayDatas
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file not found: {p}")
+    refuse_pointer(p, "data", DataError)
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -193,6 +195,7 @@ def load_npy_pair(x_path: str | Path, y_path: str | Path) -> ArrayDataset:
     for p in (px, py):
         if not p.is_file():
             raise DataError(f"data file not found: {p}")
+        refuse_pointer(p, "data", DataError)
     try:
         x = NpyFile(px)
     except READ_ERRORS as exc:

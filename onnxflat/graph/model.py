@@ -12,6 +12,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelError, first_line
+from ..lfs import refuse_pointer
 
 MIN_OPSET = 7
 _FOUR_BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1")
@@ -32,6 +33,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"model path is not a file: {p}")
     if p.stat().st_size == 0:
         raise ModelError(f"model file is empty: {p}")
+    refuse_pointer(p, "model", ModelError)
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types

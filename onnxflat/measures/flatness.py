@@ -32,6 +32,7 @@ from . import jets
 from .dense import STRIP_ELEMENTS, kappa_rows
 from .patches import Geometry, choose_route, filter_factors, geometry, route_elements
 from .result import ClassifierResult, LayerResult, Result
+from .samples import SampleSink
 from .stats import Moments
 
 # Largest intermediate (elements) of the per-chunk products. Kept well under glibc's 32 MiB
@@ -144,12 +145,14 @@ class FlatnessAccumulator:
 
     ``update(tensors, y)`` takes the fetched tensors of one batch (by name, see
     ``Head.fetches``) and integer labels ``(N,)``; ``merge`` combines accumulators of
-    shards; ``result()`` gives the final :class:`Result`.
+    shards; ``result()`` gives the final :class:`Result`. A ``sink`` also receives each
+    batch's per-sample terms (opt-in, see :mod:`.samples`).
     """
 
-    def __init__(self, head: Head, options: Options = Options()):
+    def __init__(self, head: Head, options: Options = Options(), sink: SampleSink | None = None):
         self.head = head
         self.options = options
+        self.sink = sink
         names = ["loss", "correct", "fc.trace", "fc.kappa"]
         for i in range(len(head.layers)):
             names += [f"{i}.trace"] + ([f"{i}.kappa"] if options.kappa else [])
@@ -178,8 +181,9 @@ class FlatnessAccumulator:
                 raise NumericalError(f"conv '{c.node}': {exc}") from None
         return self._geometry[key]
 
-    def update(self, tensors: dict, y) -> None:
-        """Add one batch. With NumPy the samples are split across ``options.threads`` threads
+    def update(self, tensors: dict, y, index=None) -> None:
+        """Add one batch; ``index`` ``(N,)``: the samples' indices for the sink (default:
+        their positions in the order the batches are given). With NumPy the samples are split across ``options.threads`` threads
         (BLAS limited to one thread each): NumPy's elementwise passes and the strips of the
         kappa's dense part use one core per call, so the split is what uses all cores."""
         g0 = tensors[self.head.pooling.output]
@@ -206,6 +210,11 @@ class FlatnessAccumulator:
         if bad:
             raise NumericalError(f"non-finite {', '.join(bad)} (the model's activations or "
                                  "logits overflow on this data)")
+        if self.sink is not None:
+            start = self.moments.n
+            self.sink.add(np.arange(start, start + n) if index is None else index, y,
+                          {k: np.concatenate([terms[k] for terms, _ in host])
+                           for k in host[0][0]})
         for terms, vectors in host:
             self.moments.add(terms, vectors)
 

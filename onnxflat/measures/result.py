@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
 
 
 @dataclass
@@ -33,7 +35,13 @@ class ClassifierResult:
 
 @dataclass
 class Result:
-    """Everything ``onnxflat measure`` reports for one model on one data set."""
+    """Everything ``onnxflat measure`` reports for one model on one data set.
+
+    per_sample: with ``measure(..., per_sample=True)``, a structured array ``(N,)`` sorted by
+    sample index: index, label, loss, correct, ``layer<i>.trace``, ``layer<i>.kappa``,
+    ``classifier.trace``, ``classifier.kappa``; each column's mean is the total above.
+    Not part of :meth:`to_dict` (write it with ``onnxflat.report.samples.write``).
+    """
 
     model: str
     n_samples: int
@@ -44,6 +52,9 @@ class Result:
     stderr: dict = field(default_factory=dict)
     provider: str | None = None
     head: str = ""
+    per_sample: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(replace(self, per_sample=None))
+        del out["per_sample"]
+        return out

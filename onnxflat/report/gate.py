@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,16 +105,31 @@ def parse_limit(text: str) -> tuple[str, float]:
     return subject or TOTAL, value
 
 
+INCREASE_EXAMPLE = "e.g. --max-increase 10% (a percentage) or --max-increase 1.1x (a ratio)"
+
+
 def parse_increase(text: str) -> float:
-    """'10%' or '0.1' -> the largest allowed ratio to the baseline, 1.1."""
-    t = text.strip()
+    """'10%' or '1.1x' -> the largest allowed ratio to the baseline, 1.1.
+
+    A bare number is refused: '10' could mean +10 % or +1000 %. Raises GateInputError for a
+    bare number, a negative increase (below 0 % or 1x) or anything else.
+    """
+    t = text.strip().lower()
+    unit = t[-1:] if t[-1:] in ("%", "x") else ""
     try:
-        frac = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+        number = float(t[:-1] if unit else t)
+        if not math.isfinite(number):
+            raise ValueError(number)
     except ValueError:
-        raise GateInputError(f"--max-increase {text!r}: expected e.g. 10% or 0.1") from None
-    if not math.isfinite(frac) or frac <= -1:
-        raise GateInputError(f"--max-increase {text!r}: must be above -100%")
-    return 1 + frac
+        raise GateInputError(f"--max-increase {text!r}: expected {INCREASE_EXAMPLE}") from None
+    if not unit:
+        raise GateInputError(f"--max-increase {text!r}: a bare number is ambiguous; give a "
+                             f"percentage or a ratio, {INCREASE_EXAMPLE}")
+    ratio = 1 + number / 100 if unit == "%" else number
+    if ratio < 1:
+        raise GateInputError(f"--max-increase {text!r}: must not be negative (at least 0% or "
+                             f"1x), {INCREASE_EXAMPLE}")
+    return ratio
 
 
 def load_baseline(path: str | Path) -> dict:
@@ -245,6 +261,20 @@ def markdown(checks: list[Check], model: str, data: str, n_samples: int,
     return "\n".join(lines)
 
 
+def in_github_actions() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def github_error(message: str, title: str = "onnxflat") -> str:
+    """A GitHub Actions ``::error::`` workflow command (message escaped as the runner wants)."""
+    def esc(text: str, extra: str = "") -> str:
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        for ch in extra:
+            text = text.replace(ch, {":": "%3A", ",": "%2C"}[ch])
+        return text
+    return f"::error title={esc(title, ':,')}::{esc(message)}"
+
+
 def annotations(checks: list[Check], model: str) -> list[str]:
     """GitHub Actions ``::error::`` workflow commands, one per failed check."""
     out = []
@@ -256,5 +286,5 @@ def annotations(checks: list[Check], model: str) -> list[str]:
                     f"(allowed {c.max_ratio:.3g}x)")
         else:
             what = f"{c.value:.6g} exceeds the limit {c.limit:.6g} by {c.excess:.1%}"
-        out.append(f"::error title=onnxflat gate::{model}: {c.name} = {what}")
+        out.append(github_error(f"{model}: {c.name} = {what}", "onnxflat gate"))
     return out
