@@ -207,8 +207,8 @@ def filter_factors(a, d1, g: Geometry, route: str | None = None):
     dg = xp.reshape(d1, (n, gr, cg, p))
     parts = [xp.matmul(dg, xp.permute_dims(xp.reshape(ak, (n, gr, ci, p)), (0, 1, 3, 2)))
              for ak in _offsets(xp, flat, g)]  # K x (N, G, C_out/G, C_in/G)
-    # d ordered as the kernel's (C_in/G, *k)
-    v = xp.reshape(xp.stack(parts, axis=4), (n, g.c_out, g.d)) / p
+    # d ordered (k, C_in/G), not as the kernel's (C_in/G, k): R = V V^T does not depend on it
+    v = xp.reshape(xp.stack(parts, axis=3), (n, g.c_out, g.d)) / p
     u = xp.sum(xp.reshape(flat * flat, (n, gr, ci, g.pixels + 1)), axis=2)  # (N, G, M + 1)
     sq = None
     for k in range(g.offsets):
