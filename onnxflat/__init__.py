@@ -5,11 +5,11 @@
 >>> res = onnxflat.measure("models/digits_cnn.onnx", x, y)  # doctest: +SKIP
 """
 
+__version__ = "0.2.0"  # first: modules imported below read it
+
 from .api import measure
 from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
 from .graph import analyze
-
-__version__ = "0.1.0"
 
 __all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
            "DataError", "NumericalError", "__version__"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable
 
@@ -16,6 +15,7 @@ from .graph import analyze_model, load_model
 from .graph.head import Head
 from .measures import FlatnessAccumulator, Options, Result
 from .measures.samples import SampleSink
+from .measures.stats import chance_floor
 from .runtime import Extractor
 
 DEFAULT_BATCH_SIZE = 64
@@ -64,21 +64,20 @@ def measure(model: str | os.PathLike | onnx.ModelProto, x=None, y=None, *,
     res = acc.result(model=name, provider=extractor.provider)
     if sink is not None:
         res.per_sample = sink.table(rows)
-    warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes)
+    warn_if_near_chance(res.accuracy, res.n_samples, head.classifier.num_classes,
+                        os.path.basename(name))
     return res
 
 
-def warn_if_near_chance(accuracy: float, n: int, num_classes: int) -> bool:
-    """Log a warning (and return True) when accuracy is within 3 standard errors or 10% of
-    the way from chance level 1/C: the flatness of a model that does not fit the data
-    (wrong preprocessing, layout or labels) says little."""
-    chance = 1.0 / num_classes
-    margin = max(3 * math.sqrt(chance * (1 - chance) / max(n, 1)), 0.1 * (1 - chance))
-    if accuracy >= chance + margin:
+def warn_if_near_chance(accuracy: float, n: int, num_classes: int, model: str = "") -> bool:
+    """Log a warning naming ``model`` (and return True) when accuracy is near chance
+    (:func:`~onnxflat.measures.stats.chance_floor`): the flatness of a model that does not
+    fit the data (wrong preprocessing, layout or labels) says little."""
+    if accuracy >= chance_floor(n, num_classes):
         return False
-    log.warning("accuracy %.3g on %d samples is near chance (1/%d = %.3g): check the data's "
+    log.warning("%saccuracy %.3g on %d samples is near chance (1/%d = %.3g): check the data's "
                 "preprocessing, layout and labels; the measures say little about such a model",
-                accuracy, n, num_classes, chance)
+                f"{model}: " if model else "", accuracy, n, num_classes, 1 / num_classes)
     return True
 
 

@@ -4,7 +4,7 @@ Every measure is a mean over samples of per-sample terms, so shard I of N (a con
 range of the sample indices, see :class:`Shard`) can be computed anywhere and the shards
 merged exactly (Chan et al. pairwise merge of :class:`~onnxflat.measures.Moments`).
 
-File format (version 1): a .npz written without pickling, holding
+File format (version 2): a .npz written without pickling, holding
 
 - ``meta``: a JSON string: ``format`` ("onnxflat-partial"), ``version``, ``onnxflat``
   (the writer's version), ``model`` (path and sha256 of the file bytes), ``head``
@@ -41,7 +41,7 @@ from .report import head_dict
 from .runtime import Extractor
 
 FORMAT = "onnxflat-partial"
-VERSION = 1
+VERSION = 2  # 2: the head summary's layers carry their kernel shape
 
 
 class PartialError(OnnxflatError):

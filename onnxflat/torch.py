@@ -12,13 +12,13 @@ from __future__ import annotations
 import io
 import itertools
 import warnings
-from collections.abc import Iterable
 
 import numpy as np
 import onnx
 
 from . import api
-from .errors import DataError, OnnxflatError
+from .errors import OnnxflatError
+from .frameworks import measure_export, split, subset_arrays
 from .measures import Result
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -30,13 +30,6 @@ def _torch():
     except ImportError:
         raise OnnxflatError("onnxflat.torch needs PyTorch (pip install torch)") from None
     return torch
-
-
-def to_numpy(a) -> np.ndarray:
-    """A torch tensor (any device, with or without grad) or array-like as a NumPy array."""
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 def export(model, example, *, exporter: str = "torchscript", opset: int | None = None,
@@ -78,27 +71,6 @@ def export(model, example, *, exporter: str = "torchscript", opset: int | None =
     return proto
 
 
-def _batches(data, y) -> tuple[object, Iterable]:
-    """(first input batch, iterable of NumPy ``(x, y)`` batches) of tensors or a loader."""
-    if y is not None:
-        x = to_numpy(data)
-        return x[:2], None
-    it = iter(data)
-    try:
-        first = next(it)
-    except StopIteration:
-        raise DataError("the data loader yields no batches") from None
-
-    def pair(batch):
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise DataError("each batch must be (inputs, labels), got "
-                            f"{type(batch).__name__}")
-        return to_numpy(batch[0]), to_numpy(batch[1])
-
-    return first[0] if isinstance(first, (tuple, list)) else first, (
-        pair(b) for b in itertools.chain([first], it))
-
-
 def measure(model, data, y=None, *, exporter: str = "torchscript", opset: int | None = None,
             batch_size: int = api.DEFAULT_BATCH_SIZE, kappa: bool = True,
             device: str = "auto", threads: int | None = None,
@@ -111,12 +83,29 @@ def measure(model, data, y=None, *, exporter: str = "torchscript", opset: int | 
     :func:`export` (``exporter``, ``opset``) and measured like the CLI measures a file;
     ``name`` is ``Result.model`` (default ``torch:<class name>``); ``save``: also write the
     exported file there."""
-    example, batches = _batches(data, y)
+    example, batches = split(data, y)
     proto = export(model, example, exporter=exporter, opset=opset, path=save)
-    kwargs = dict(kappa=kappa, device=device, threads=threads, per_sample=per_sample)
-    if batches is None:
-        res = api.measure(proto, to_numpy(data), to_numpy(y), batch_size=batch_size, **kwargs)
-    else:
-        res = api.measure(proto, batches=batches, **kwargs)
-    res.model = name or f"torch:{type(model).__name__}"
-    return res
+    return measure_export(proto, data, y, batches, name or f"torch:{type(model).__name__}",
+                          batch_size=batch_size, kappa=kappa, device=device, threads=threads,
+                          per_sample=per_sample)
+
+
+def measurer(exporter: str = "torchscript", **kwargs):
+    """``measure(model, x, y) -> Result`` with these options (for a Tracker)."""
+    return lambda model, x, y: measure(model, x, y, exporter=exporter, **kwargs)
+
+
+def Tracker(data, path, y=None, *, every: int = 1, subset: int | None = 1024, seed: int = 0,
+            writer=None, exporter: str = "torchscript", **measure_options):
+    """A :class:`onnxflat.track.Tracker` for a plain PyTorch loop: call it after each epoch,
+    ``tracker(model, epoch, train_loss=..., val_accuracy=...)``; every ``every`` epochs it
+    exports the model and measures it on a fixed, seeded ``subset`` of ``data`` (see
+    :func:`~onnxflat.frameworks.subset_arrays`), appending a row to ``path`` (.jsonl or .csv).
+
+    >>> tracker = onnxflat.torch.Tracker(train_set, "run.jsonl", every=5)  # doctest: +SKIP
+    """
+    from . import track
+
+    x, y = subset_arrays(data, y, subset, seed)
+    return track.Tracker(measurer(exporter, **measure_options), x, y, path, every=every,
+                         writer=writer)

@@ -70,7 +70,8 @@ def test_report_html_is_self_contained(tmp_path):
     assert r.exit_code == 0, r.output
     page = (out / "report.html").read_text()
     assert "GlobalAveragePool" in page and "/conv2/Conv kappa" in page and "879.658" in page
-    (img,) = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    (img,) = re.findall(r'<figure><img alt="per-filter[^"]*" src="data:image/png;base64,([^"]+)"',
+                        page)
     png = base64.b64decode(img)
     assert png.startswith(b"\x89PNG") and png == (out / "per_filter_0_conv2_Conv.png").read_bytes()
     assert "http" not in page.replace("https://", "")  # nothing fetched from elsewhere
@@ -91,7 +92,8 @@ def test_report_subprocess(tmp_path):
     assert "200 samples" in (tmp_path / "r" / "report.html").read_text()
 
 
-@pytest.mark.parametrize("command", ["inspect", "measure", "gate", "compare", "report", "merge"])
+@pytest.mark.parametrize("command", ["inspect", "measure", "gate", "compare", "report", "merge",
+                                     "plot"])
 def test_every_command_has_help_with_examples(command):
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0 and "Example" in r.output

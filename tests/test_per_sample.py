@@ -127,3 +127,25 @@ def test_bad_suffix(tmp_path):
     r = CliRunner().invoke(main, ["measure", str(MODEL), "--data", str(TRAIN), "--per-sample",
                                   str(tmp_path / "s.txt")])
     assert r.exit_code == 2 and ".csv, .npy, .npz, .parquet" in r.output
+
+
+def test_report_shows_the_top_samples_with_images(tmp_path, reference):
+    import re
+
+    from onnxflat.report.html import sample_png
+
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(main, ["report", str(MODEL), "--data", str(TRAIN), "--out", str(out),
+                                  "--limit", "400", "--seed", "2", "--top", "5"])
+    assert r.exit_code == 0, r.output
+    page = (out / "report.html").read_text()
+    section = page[page.index("Samples that make the model sharp"):]
+    shown = [int(i) for i in re.findall(r'<img alt="sample (\d+)"', section)]
+    # the 5 largest per-sample kappas among the 400 rows of the subset, largest first
+    rows = np.sort(np.random.default_rng(2).choice(len(reference.per_sample), 400, replace=False))
+    sub = reference.per_sample[rows]
+    assert shown == [int(i) for i in sub["index"][np.argsort(-sub["layer0.kappa"])[:5]]]
+    assert section.count("<tr>") == 6
+    assert sample_png(np.zeros((1, 8, 8))).startswith(b"\x89PNG")
+    assert sample_png(np.zeros((8, 8, 3))).startswith(b"\x89PNG")
+    assert sample_png(np.zeros((16, 2, 2))) is None and sample_png(np.zeros(10)) is None

@@ -90,7 +90,7 @@ def test_shard_is_a_contiguous_range():
 
 def test_partial_file_is_versioned_and_fingerprinted(three):
     p = Partial.load(three[1])
-    assert p.meta["format"] == "onnxflat-partial" and p.meta["version"] == 1
+    assert p.meta["format"] == "onnxflat-partial" and p.meta["version"] == 2
     assert p.meta["shard"] == {"index": 2, "count": 3, "start": 433, "stop": 866}
     assert len(p.meta["model"]["sha256"]) == 64 and len(p.meta["data"]["sha256"]) == 64
     assert len(p.meta["head"]["sha256"]) == 64 and p.meta["n"] == 433

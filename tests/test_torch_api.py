@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import onnxflat.torch as oft
 from onnxflat.cli import main
+from onnxflat.errors import DataError, OnnxflatError
 
 from .zoo import Head, Residual
 
@@ -68,10 +69,10 @@ def test_tensors_equal_loader_and_per_sample(data):
 
 def test_bad_input():
     model = MODELS["relu"]()
-    with pytest.raises(oft.OnnxflatError, match="exporter must be"):
+    with pytest.raises(OnnxflatError, match="exporter must be"):
         oft.measure(model, torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long),
                     exporter="tf")
-    with pytest.raises(oft.DataError, match="no batches"):
+    with pytest.raises(DataError, match="no batches"):
         oft.measure(model, [])
-    with pytest.raises(oft.DataError, match=r"\(inputs, labels\)"):
+    with pytest.raises(DataError, match=r"\(inputs, labels\)"):
         oft.measure(model, [torch.zeros(2, 3, 8, 8)])

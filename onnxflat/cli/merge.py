@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import __version__
 from ..partial import Partial, merge as merge_partials
 from ..report import result_summary, write_json
 from .app import guard, main
@@ -28,4 +29,5 @@ def merge(partials, json_out):
     click.echo(result_summary(res, data_name=merged.meta["data"]["name"]))
     if json_out:
         data = {k: merged.meta["data"][k] for k in ("name", "source", "sha256")}
-        write_json({**res.to_dict(), "data": data}, json_out)  # as measure --json
+        write_json({"onnxflat": __version__, **res.to_dict(), "data": data},
+                   json_out)  # as measure --json

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import click
 
+from .. import __version__
 from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
 from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
@@ -146,12 +147,18 @@ def progress_bar(total: int, model: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
 
 
-def result_doc(res: Result, model: str, data: DataSpec) -> dict:
-    """``res`` as a JSON-ready dict with the data it was measured on: name, source
-    (``DataSpec.describe``) and sha256 (contents and options), which ``gate`` compares."""
+def data_fingerprint(model: str, data: DataSpec) -> dict:
+    """What names the data a result was measured on: name, source (``DataSpec.describe``)
+    and sha256 (contents and options), which ``gate`` compares with its baseline's."""
     data = fit_data(model, data)
-    return {**res.to_dict(), "data": {"name": data.name, "source": data.describe(),
-                                      "sha256": data.fingerprint()}}
+    return {"name": data.name, "source": data.describe(), "sha256": data.fingerprint()}
+
+
+def result_doc(res: Result, model: str, data: DataSpec, fingerprint: dict | None = None) -> dict:
+    """``res`` as a JSON-ready dict with the onnxflat version that wrote it and the data it
+    was measured on (``fingerprint``, computed by :func:`data_fingerprint` if not given)."""
+    return {"onnxflat": __version__, **res.to_dict(),
+            "data": fingerprint or data_fingerprint(model, data)}
 
 
 def run_measure(model: str, data: DataSpec, run: RunOptions, per_sample: bool = False) -> Result:

@@ -338,15 +338,16 @@ class FlatnessAccumulator:
 class HeadSummary:
     """What a :class:`Result` needs from the head besides the statistics (JSON-ready, so
     partial results can be merged without the model): the head's description and per
-    layer ``(conv node, description, ||K||^2)``."""
+    layer ``(conv node, description, ||K||^2, kernel shape)``."""
 
     description: str
-    layers: tuple[tuple[str, str, float], ...]
+    layers: tuple[tuple[str, str, float, list[int]], ...]
 
     @classmethod
     def of(cls, head: Head) -> "HeadSummary":
         return cls(head.describe(), tuple(
-            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)))
+            (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)),
+             [int(d) for d in layer.conv.kernel.shape])
             for layer in head.layers))
 
 
@@ -354,7 +355,7 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
              provider: str | None = None) -> Result:
     """The final :class:`Result` from merged statistics."""
     layers = []
-    for i, (conv, description, k2) in enumerate(head.layers):
+    for i, (conv, description, k2, kernel_shape) in enumerate(head.layers):
         tr = mo.value(f"{i}.trace")
         stderr = {"trace": mo.stderr(f"{i}.trace"),
                   "kappa_layerwise": k2 * mo.stderr(f"{i}.trace")}
@@ -364,7 +365,8 @@ def assemble(mo: Moments, head: HeadSummary, kappa: bool, model: str,
             kap = mo.value(f"{i}.kappa")
             stderr["kappa"] = mo.stderr(f"{i}.kappa")
             per_filter["kappa"] = mo.vector_mean(f"{i}.kappa").tolist()
-        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter))
+        layers.append(LayerResult(conv, description, tr, kap, k2 * tr, stderr, per_filter,
+                                  list(kernel_shape)))
     clf = ClassifierResult(mo.value("fc.trace"), mo.value("fc.kappa"),
                            {"trace": mo.stderr("fc.trace"), "kappa": mo.stderr("fc.kappa")})
     return Result(model=model, n_samples=mo.n, loss=mo.value("loss"),

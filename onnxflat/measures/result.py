@@ -13,6 +13,8 @@ class LayerResult:
 
     per_filter: each filter's share, ``trace`` (diagonal blocks) and ``kappa`` (rows),
     lists of length C_out that sum to the layer's values. kappa is None when switched off.
+    kernel_shape: ``[C_out, C_in / groups, kH, kW]``, which (with the layer's position in
+    the head) matches layers of two exports of one network whose node names differ.
     """
 
     conv: str
@@ -22,6 +24,7 @@ class LayerResult:
     kappa_layerwise: float
     stderr: dict = field(default_factory=dict)
     per_filter: dict = field(default_factory=dict)
+    kernel_shape: list[int] = field(default_factory=list)
 
 
 @dataclass

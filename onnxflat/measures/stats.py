@@ -74,3 +74,11 @@ class Moments:
         names = tuple(str(s) for s in arrays["names"])
         vecs = {k[4:]: np.asarray(arrays[k], np.float64) for k in arrays if k.startswith("vec/")}
         return cls(names, int(arrays["n"]), arrays["mean"], arrays["m2"], vecs)
+
+
+def chance_floor(n: int, num_classes: int) -> float:
+    """The accuracy below which a model on ``n`` samples of ``num_classes`` classes counts as
+    near chance level 1/C: 3 standard errors of a guesser's accuracy, or 10% of the way from
+    chance to 1, above chance, whichever is larger."""
+    chance = 1.0 / num_classes
+    return chance + max(3 * np.sqrt(chance * (1 - chance) / max(n, 1)), 0.1 * (1 - chance))
