@@ -141,6 +141,24 @@ def cupy_view(value: ort.OrtValue):
     return cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(mem, 0))
 
 
+# onnxruntime's error types (onnxruntime.capi.onnxruntime_pybind11_state) that mean the data
+# does not fit the model's input; the others fail inside the model (a kernel this build lacks,
+# a node that cannot run on the shapes the graph computes).
+_DATA_ERRORS = ("InvalidArgument",)
+
+
+def run_error(exc: Exception, shape: tuple) -> DataError | ModelError:
+    """A failed onnxruntime run as the user's error: the data (wrong input shape or type, a
+    batch too large for memory) or the model (an op or type the runtime cannot execute)."""
+    text = first_line(exc)
+    if type(exc).__name__ in _DATA_ERRORS or isinstance(exc, MemoryError) or "allocat" in text:
+        hint = "; use a smaller --batch-size" if "allocat" in text or isinstance(
+            exc, MemoryError) else ""
+        return DataError(f"onnxruntime refused a batch of shape {shape}: {text}{hint}")
+    return ModelError(f"onnxruntime cannot run the model (on a batch of shape {shape}): "
+                      f"{text}")
+
+
 class Extractor:
     """Runs a model and returns the tensors a :class:`Head` needs, batch by batch.
 
@@ -217,8 +235,7 @@ class Extractor:
                 values = self.session.run(self.fetches, {self.input_name: x},
                                           self._run_options)
         except Exception as exc:
-            raise DataError(f"onnxruntime failed on a batch of shape {x.shape}: "
-                            f"{first_line(exc)}") from None
+            raise run_error(exc, x.shape) from None
         out = dict(zip(self.fetches, values))
         self._check_shapes(out, len(x))
         return out

@@ -37,8 +37,12 @@ def test_ctrl_c_exits_130_with_one_line():
         main(["measure", {MODEL!r}, "--data", {TRAIN!r}])
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true"}
+    # A job started in the background by a non-interactive shell (CI runners, `cmd &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    # the child gets the default disposition a terminal's foreground process has.
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline() == "running\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -413,3 +413,53 @@ def test_image_decompression_bomb_refused(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / c / "0.png")
     (tmp_path / "a" / "bomb.png").write_bytes(png)
     assert_refused(["measure", MODEL, "--data", tmp_path], "bomb.png", "too large")
+
+
+# ---- onnxruntime failures: the model's or the data's ------------------------------------
+
+def test_runtime_failure_inside_the_model_is_a_model_error(tmp_path, good_data):
+    """A Reshape hard-coding batch 1 in a model with a free batch axis fails inside
+    onnxruntime: told as the model's failure (exit 2), not as bad data."""
+    def edit(m):
+        flat = next(n for n in m.graph.node if n.op_type == "Flatten")
+        m.graph.initializer.append(numpy_helper.from_array(np.array([1, 32]), "one_row"))
+        flat.CopyFrom(helper.make_node("Reshape", [flat.input[0], "one_row"],
+                                       list(flat.output), name="one_row_reshape"))
+    assert_refused(["measure", edited(tmp_path, edit), "--data", good_data, "--batch-size", 4],
+                   "onnxruntime cannot run the model", "one_row_reshape")
+
+
+def test_runtime_error_classes():
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    from onnxflat.errors import DataError, ModelError
+    from onnxflat.runtime import run_error
+    assert isinstance(run_error(state.InvalidArgument("Got invalid dimensions"), (2, 1, 8, 8)),
+                      DataError)
+    assert isinstance(run_error(state.NotImplemented("Could not find an implementation"),
+                                (2, 1, 8, 8)), ModelError)
+    oom = run_error(state.RuntimeException("Failed to allocate memory"), (2, 1, 8, 8))
+    assert isinstance(oom, DataError) and "--batch-size" in str(oom)
+
+
+@pytest.mark.parametrize("where, lengths", [("after_pooling", (5, 5, 5, 5)),
+                                            ("after_pooling", (32, 32, 32, 5)),
+                                            ("before_pooling", (32, 32, 32, 5))])
+def test_batchnorm_parameters_of_wrong_length(tmp_path, good_data, where, lengths):
+    """A BatchNormalization whose parameters do not fit the features is a bad model (exit 2,
+    naming the node), not an internal error."""
+    def edit(m):
+        op = "Flatten" if where == "after_pooling" else "GlobalAveragePool"
+        i = next(k for k, n in enumerate(m.graph.node) if n.op_type == op)
+        src = m.graph.node[i].input[0] if where == "before_pooling" else m.graph.node[i].output[0]
+        names = []
+        for k, n in enumerate(lengths):
+            names.append(f"bn{k}")
+            m.graph.initializer.append(numpy_helper.from_array(
+                np.full(n, 0.5 + k, np.float32), names[-1]))
+        for n in m.graph.node:
+            n.input[:] = ["bn_out" if x == src else x for x in n.input]
+        m.graph.node.insert(i + (where == "after_pooling"), helper.make_node(
+            "BatchNormalization", [src] + names, ["bn_out"], name="bad_bn"))
+    line = assert_refused(["inspect", edited(tmp_path, edit)], "bad_bn", "BatchNormalization")
+    assert "internal error" not in line

@@ -71,8 +71,21 @@ CASES = {  # name: (jets call on u (and w), torch function of t)
 }
 
 def test_every_math_function_is_covered():
-    names = set(jets.FUNCTIONS) - {"transpose", "unsqueeze", "squeeze", "pow", "max", "min"}
+    names = set(jets.FUNCTIONS) - {"transpose", "unsqueeze", "squeeze", "take", "concat", "pow",
+                                   "max", "min"}
     assert names <= set(CASES), names - set(CASES)
+
+
+def test_channel_take_and_concat_move_whole_jets():
+    """A channel Slice/Split (take) and Concat move value, phi' and phi'' together."""
+    t = torch.linspace(-1.0, 1.0, 30, dtype=torch.float64).reshape(2, 5, 3)
+    u, w2 = jet_of(inner, t), jet_of(inner2, t)
+    w = jets.Jet(w2.v, w2.d1)  # phi'' identically 0
+    got = jets.concat(jets.take(u, (4, 0, 2), axis=1), w, axis=1)
+    for a, b in ((got.v, np.concatenate([u.v[:, [4, 0, 2]], w.v], 1)),
+                 (got.d1, np.concatenate([u.d1[:, [4, 0, 2]], w.d1], 1)),
+                 (got.d2, np.concatenate([u.d2[:, [4, 0, 2]], np.zeros_like(w.v)], 1))):
+        np.testing.assert_array_equal(a, b)
 
 @pytest.mark.parametrize("name", CASES)
 def test_jet_matches_autograd(name):

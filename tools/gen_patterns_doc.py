@@ -64,7 +64,33 @@ def _rules() -> list[str]:
     out += ["After the pooling, these make the head non-linear (an MLP) and are refused: "
             + ", ".join(sorted(p.NONLINEAR_AFTER_POOL)) + "; LayerNormalization (ConvNeXt) too.",
             ""]
-    return out
+    return out + _weights()
+
+
+def _weights() -> list[str]:
+    import importlib
+    a = importlib.import_module("onnxflat.graph.analyze")  # the module, not the function
+    from onnxflat.graph import model as m
+    return [
+        "## Weights, precision and quantization", "",
+        "Weights computed in the graph are folded before matching (onnx's reference evaluator "
+        "on the weight-producing subgraph, at most "
+        f"{m.MAX_FOLD_ELEMENTS:,} elements per tensor): outputs of "
+        + ", ".join(sorted(m.FOLDABLE)) + " whose inputs are all constants. The measures "
+        "refer to the float kernel the graph computes with: an integer kernel behind "
+        "DequantizeLinear (per tensor or per axis) is dequantized, a float16/bfloat16 one "
+        "widened; `inspect` and `measure` say so beside the layer (`measured kernel: ...`).", "",
+        "A conv whose activations are float16/bfloat16 (e.g. onnxconverter-common's "
+        "`convert_float_to_float16(keep_io_types=True)`, whose float32 output follows a Cast) "
+        "is measured from those activations; the output notes it, and the measures agree "
+        f"with the float32 model's within {a.FLOAT16_TOLERANCE:g} relative (tested on the "
+        "sample model).", "",
+        "Quantized activations on the head's path (" + ", ".join(a.QUANTIZED_OPS) + " on a "
+        "non-constant tensor: QDQ pairs, onnxruntime's `quantize_dynamic` and "
+        "`quantize_static`) are refused, naming the op, with the advice to measure the float "
+        "model before quantization: a quantized activation is piecewise constant, so its "
+        "derivatives in the kernel vanish almost everywhere and no convention would make "
+        "the Hessian of the quantized model meaningful.", ""]
 
 
 def _cases() -> list[str]:
@@ -106,6 +132,14 @@ def _cases() -> list[str]:
         r = _reading(proto)
         rows.append((a.name, r[3] or f"{r[0]}; {r[1]}; classifier {r[2]}"))
     out += _table(("architecture", "reading"), rows)
+    out += ["## ONNX model zoo graphs (the `light_*` models of the onnx wheel, "
+            "tests/test_real_world.py)", ""]
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    rows = []
+    for f in sorted(light.glob("light_*.onnx")):
+        r = _reading(onnx.load(f))
+        rows.append((f.stem, r[3] or f"{r[0]}; {r[1]}; classifier {r[2]}"))
+    out += _table(("graph", "reading"), rows)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*/*.onnx"))
     if fixtures:
         out += ["## Committed exporter fixtures (tests/fixtures)", ""]

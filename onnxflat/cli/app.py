@@ -74,8 +74,10 @@ def guard(fn):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except MemoryError as exc:
-            fail(ctx, f"error: out of memory ({first_line(exc)}); use a smaller --batch-size "
-                 "or a smaller model input", EXIT_BAD_INPUT)
+            batched = any(p.name == "batch_size" for p in ctx.command.params)
+            hint = ("use a smaller --batch-size or a smaller model input" if batched else
+                    "the model needs more memory than this machine has")
+            fail(ctx, f"error: out of memory ({first_line(exc)}); {hint}", EXIT_BAD_INPUT)
         except Exception as exc:  # noqa: BLE001 - last line of defence
             if (ctx.find_root().obj or {}).get("debug"):
                 raise

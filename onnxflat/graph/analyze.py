@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -27,9 +28,18 @@ from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLIN
 SHAPE_ONLY = ("Shape", "Size")
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
+# Ops that quantize activations or compute on quantized ones. On the head's path they make
+# the loss piecewise constant in the kernel (zero derivatives almost everywhere): such
+# models are refused; weights stored as integers behind DequantizeLinear are folded instead.
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                 "MatMulInteger", "QLinearConv", "QLinearMatMul")
+QUANTIZED_REASON = ("{op}: the head's activations are quantized (their derivatives in the kernel "
+                    "vanish almost everywhere); onnxflat measures float activations (integer "
+                    "weights behind DequantizeLinear are dequantized): measure the float model "
+                    "before quantization")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
-                   | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat", "Unsqueeze",
-                      "Squeeze"})
+                   | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat", "Slice",
+                      "Split", "Unsqueeze", "Squeeze"})
 
 
 def analyze(path: str | os.PathLike) -> Head:
@@ -41,23 +51,38 @@ def analyze_model(model: onnx.ModelProto, path: str = "<memory>") -> Head:
     """Describe the head of an in-memory model (see :func:`analyze`)."""
     ix = GraphIndex(model)
     inp = _model_input(ix)
-    pools = [n for n in ix.nodes if n.op_type in POOLING_OPS]
-    failures: list[Match] = []
-    for pool in reversed(pools):
-        m = _match_head(ix, pool)
+    pool = _the_pooling(ix)
+    m = _match_head(ix, pool)
+    if not m:
+        raise HeadNotFoundError(m.node, m.reason)
+    layers, pooling, classifier, rejected = m.value
+    return Head(path, inp.name, _dims(inp), _dtype(inp), layers, pooling, classifier, rejected)
+
+
+def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
+    """The head's pooling: the last global average pooling in graph order (a squeeze-
+    excitation gate's pooling comes before it). Which pooling is global is decided here,
+    before anything after it is read; raises HeadNotFoundError when there is none."""
+    not_global = None
+    for node in reversed(ix.nodes):
+        if node.op_type not in POOLING_OPS:
+            continue
+        m = pooling_axes(ix, node, 4) if node.op_type == "AveragePool" else Match(())
         if m:
-            layers, pooling, classifier, rejected = m.value
-            return Head(path, inp.name, _dims(inp), _dtype(inp), layers, pooling, classifier,
-                        rejected)
-        failures.append(m)
-    if failures:
-        raise HeadNotFoundError(failures[0].node, failures[0].reason)
+            return node
+        not_global = not_global or m
+    if not_global is not None:
+        raise HeadNotFoundError(not_global.node, not_global.reason)
     other = [n for n in ix.nodes if n.op_type in NOT_AVERAGE_POOLING]
     if other:
         raise HeadNotFoundError(GraphIndex.node_name(other[-1]),
                                 f"{other[-1].op_type} is not a global average pooling; "
                                 "the head needs GlobalAveragePool or a ReduceMean over the "
                                 "spatial axes")
+    quantized = [n for n in ix.nodes if n.op_type in ("ConvInteger", "QLinearConv")]
+    if quantized and not any(n.op_type == "Conv" for n in ix.nodes):
+        raise HeadNotFoundError(GraphIndex.node_name(quantized[-1]),
+                                QUANTIZED_REASON.format(op=quantized[-1].op_type))
     if not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(None, "the model has no Conv node")
     raise HeadNotFoundError(None, "no global average pooling (GlobalAveragePool, ReduceMean "
@@ -90,14 +115,19 @@ def _dtype(vi: onnx.ValueInfoProto) -> str:
 
 
 def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
-    convs, blockers = _convs_upstream(ix, pool.input[0])
-    layers, rejected = [], []
+    convs, blockers, quantized = _convs_upstream(ix, pool.input[0])
+    # Quantized activations decide before the classifier (quantize_dynamic quantizes both).
+    quantized = quantized or _quantized_after(ix, pool)
+    if quantized:
+        return quantized[-1]
+    layers, rejected, rejected_convs = [], [], []
     for conv in convs:
         m = _match_layer(ix, conv, pool)
         if m:
             layers.append(m.value)
         else:
             rejected.append(m)
+            rejected_convs.append(conv)
     # The classifier is checked first: a non-linear head after the pooling (MLP, LayerNorm)
     # is the reason a model fails even when its convs would qualify.
     features = _num_features(ix, pool, layers)
@@ -106,9 +136,7 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
         return m
     if not layers:
         if rejected:
-            # A conv that only feeds another conv is not a head candidate: report the others.
-            conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
-            return min(rejected, key=lambda r: r.node in conv_names)
+            return _nearest_refusal(ix, pool, rejected_convs, rejected)
         if blockers:
             return blockers[0]
         return Match.fail(pool, "no Conv reaches the pooling through channel-wise operations")
@@ -116,40 +144,73 @@ def _match_head(ix: GraphIndex, pool: onnx.NodeProto) -> Match:
         raise HeadNotFoundError(GraphIndex.node_name(pool), "cannot determine the number of "
                                                             "pooled features")
     for layer in layers:
-        if layer.channel_offset + layer.conv.out_channels > m.value.weight.shape[1]:
+        if int(layer.feature_index.max()) >= m.value.weight.shape[1]:
             return Match.fail(pool, "the conv's channels do not fit the classifier's input")
     pooling = Pooling(GraphIndex.node_name(pool), pool.op_type, pool.input[0], pool.output[0])
     return Match((tuple(layers), pooling, m.value,
                   tuple((r.node, r.reason) for r in rejected)))
 
 
-def _convs_upstream(ix: GraphIndex, start: str) -> tuple[list[onnx.NodeProto], list[Match]]:
-    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order."""
-    convs, blockers, seen, stack = {}, [], set(), [start]
+def _quantized_after(ix: GraphIndex, pool: onnx.NodeProto) -> list[Match]:
+    """The refusal at the first op after the pooling that quantizes activations, if any."""
+    frontier = _Frontier(ix, ix.consumers.get(pool.output[0], []))
+    for node in frontier:
+        if node.op_type in QUANTIZED_OPS:
+            return [Match.fail(node, QUANTIZED_REASON.format(op=node.op_type))]
+        for out in node.output:
+            frontier.push(ix.consumers.get(out, []))
+    return []
+
+
+def _nearest_refusal(ix: GraphIndex, pool: onnx.NodeProto, convs: list[onnx.NodeProto],
+                     rejected: list[Match]) -> Match:
+    """The refusal to report when no conv qualifies: that of the conv nearest the pooling
+    (last in graph order), passing over convs that only feed another conv and the convs of a
+    gate on a 1x1 map (a squeeze-excitation's), which are no head candidates."""
+    conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
+    pooled = ix.static_dims(pool.input[0])
+
+    def on_1x1(conv: onnx.NodeProto) -> bool:
+        dims = ix.static_dims(conv.output[0])
+        return (dims is not None and tuple(dims[2:]) == (1, 1)
+                and (pooled is None or tuple(pooled[2:]) != (1, 1)))
+
+    ranked = sorted(zip(convs, rejected), key=lambda cr: (
+        cr[1].node in conv_names, on_1x1(cr[0]), -ix.order[id(cr[0])]))
+    return ranked[0][1]
+
+
+def _convs_upstream(ix: GraphIndex, start: str
+                    ) -> tuple[list[onnx.NodeProto], list[Match], list[Match]]:
+    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order;
+    the refusals at the other nodes reached, and at those that quantize activations."""
+    convs, blockers, quantized, seen, stack = {}, [], [], set(), [start]
     while stack:
         t = stack.pop()
         node = ix.producer.get(t)
-        if t in seen or node is None or ix.const(t) is not None:
+        if t in seen or node is None or ix.is_const(t):
             continue
         seen.add(t)
         if node.op_type == "Conv":
             convs[id(node)] = node
         elif node.op_type in CHANNELWISE_OPS:
             stack.extend(i for i in node.input if i)
+        elif node.op_type in QUANTIZED_OPS:
+            quantized.append(Match.fail(node, QUANTIZED_REASON.format(op=node.op_type)))
         else:
             dims = ix.static_dims(node.input[0]) if node.input else None
             rank = len(dims) if dims else 4
             blockers.append(channelwise_step(Ctx(ix, frozenset(node.input[:1]),
                                                  channel_first(rank)), node))
-    return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers
+    return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers, quantized
 
 
 def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     a = ix.attrs(node)
     k = ix.const(node.input[1])
     if k is None:
-        return Match.fail(node, "the conv kernel is not a constant (quantized or computed "
-                                "weights are not supported)")
+        return Match.fail(node, f"the conv kernel is not a constant: "
+                                f"{ix.why_not_const(node.input[1])}")
     if k.ndim not in (3, 4, 5):
         return Match.fail(node, f"only 1-D, 2-D and 3-D convolutions are supported (kernel "
                                 f"rank {k.ndim})")
@@ -170,6 +231,7 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return Match(Conv(
+        notes=_precision_notes(ix, node),
         node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
         kernel=np.asarray(k, np.float64), bias=None if b is None else np.asarray(b, np.float64),
         strides=_per_axis(a.get("strides"), 1, r), pads=_per_axis(a.get("pads"), 0, 2 * r),
@@ -180,6 +242,44 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
 def _per_axis(values, default: int, n: int) -> tuple[int, ...]:
     """An attribute with ``n`` entries (``default`` each when absent)."""
     return (default,) * n if values is None else tuple(int(v) for v in values)
+# What float16 arithmetic costs the measures: on the sample model they agree with the float32
+# model to 3e-4 relative (tests/test_real_world.py holds them to this bound).
+FLOAT16_TOLERANCE = 1e-3
+
+
+def _precision_notes(ix: GraphIndex, node: onnx.NodeProto) -> tuple[str, ...]:
+    """Notes on a conv whose kernel is not stored as plain floats or whose activations are
+    not float32/64."""
+    notes = []
+    origin = ix.origin(node.input[1])
+    if origin:
+        notes.append(f"measured kernel: {origin}")
+    low = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}.get(
+        ix.elem_type(node.output[0]))
+    if low:
+        notes.append(f"{low} activations: measures within {FLOAT16_TOLERANCE:g} of the "
+                     "float32 model's")
+    return tuple(notes)
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """Where the conv's channels sit in a tensor of its path: ``held`` the conv channels the
+    path's jet carries there (in its order), ``pos`` their indices along the tensor's channel
+    axis, ``width`` the tensor's channel count."""
+
+    held: tuple[int, ...]
+    pos: tuple[int, ...]
+    width: int
+
+    def select(self, keep: range) -> "_Channels":
+        """After keeping channels ``keep`` of the tensor (a channel Slice or Split)."""
+        at = {p: k for k, p in enumerate(keep)}
+        pairs = [(c, at[p]) for c, p in zip(self.held, self.pos) if p in at]
+        return _Channels(tuple(c for c, _ in pairs), tuple(p for _, p in pairs), len(keep))
+
+    def jet_index(self, keep: range) -> tuple[int, ...]:
+        return tuple(j for j, p in enumerate(self.pos) if p in keep)
 
 
 def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto) -> Match:
@@ -190,8 +290,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     conv = m.value
     c_out = conv.out_channels
     layout = {conv.output: channel_first(conv.kernel.ndim)}
-    offset = {conv.output: 0}
-    width = {conv.output: c_out}
+    chans = {conv.output: _Channels(tuple(range(c_out)), tuple(range(c_out)), c_out)}
     steps: list[Step] = []
     frontier = _Frontier(ix, ix.consumers.get(conv.output, []))
     for node in frontier:
@@ -206,14 +305,28 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
                                     f"{node.op_type} '{GraphIndex.node_name(node)}', a second "
                                     "path to the logits (e.g. a squeeze-excitation gate)")
         if node.op_type == "Concat":
-            m = _concat(ix, node, deps, lay)
+            m = _concat(ix, node, deps, lay, chans)
             if not m:
                 return m
-            step = Step(GraphIndex.node_name(node), "identity", (Operand("dep", deps[0]),),
-                        node.output[0])
-            offset[node.output[0]] = offset[deps[0]] + m.value[0]
-            width[node.output[0]] = m.value[1]
-            layout[node.output[0]] = lay
+            chans[node.output[0]], layout[node.output[0]] = m.value, lay
+            fn, params = ("identity", {}) if len(deps) == 1 else (
+                "concat", {"axis": lay.index(1)})
+            new = [Step(GraphIndex.node_name(node), fn, tuple(Operand("dep", d) for d in deps),
+                        node.output[0], params)]
+        elif node.op_type in ("Slice", "Split") and node.input[0] in layout:
+            m = _channel_slices(ix, node, lay, chans[deps[0]].width)
+            if not m:
+                return Match.fail(m.node, f"the output of conv '{conv.node}' reaches "
+                                          f"the pooling through it: {m.reason}")
+            new = []
+            for out, keep in m.value:
+                sel = chans[deps[0]].select(keep)
+                if out and sel.held and ix.consumers.get(out):
+                    chans[out], layout[out] = sel, lay
+                    new.append(Step(GraphIndex.node_name(node), "take",
+                                    (Operand("dep", deps[0]),), out,
+                                    {"index": chans[deps[0]].jet_index(keep),
+                                     "axis": lay.index(1)}))
         else:
             ctx = Ctx(ix, frozenset(layout), lay)
             m = channelwise_step(ctx, node)
@@ -221,26 +334,29 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
                 return Match.fail(m.node, f"the output of conv '{conv.node}' reaches "
                                           f"the pooling through it: {m.reason}")
             step, out_layout = m.value
-            w = width[deps[0]]
+            ch = chans[deps[0]]
             ops = []
             for op in step.inputs:
                 if op.kind == "const":
-                    sliced = _slice_channels(op.value, out_layout, w, offset[deps[0]], c_out)
+                    sliced = _slice_channels(op.value, out_layout, ch)
                     if sliced is None:
                         return Match.fail(node, f"constant '{op.name}' of shape "
                                                 f"{op.value.shape} is not per-channel")
                     op = Operand("const", op.name, sliced)
-                elif op.kind == "fetch" and w != c_out:
-                    return Match.fail(node, "a branch is added after a channel Concat")
+                elif op.kind == "fetch" and ch.pos != tuple(range(ch.width)):
+                    return Match.fail(node, "a branch is added to a tensor holding channels "
+                                            "that do not come from the conv (after a channel "
+                                            "Concat or Slice)")
                 ops.append(op)
-            step = Step(step.node, step.fn, tuple(ops), step.output, step.params)
-            for o in node.output[:1]:
-                layout[o], offset[o], width[o] = out_layout, offset[deps[0]], w
-        steps.append(step)
-        frontier.push(ix.consumers.get(node.output[0], []))
-        for extra in node.output[1:]:
-            if extra and ix.consumers.get(extra):
-                return Match.fail(node, f"second output '{extra}' of {node.op_type} is used")
+            new = [Step(step.node, step.fn, tuple(ops), step.output, step.params)]
+            layout[node.output[0]], chans[node.output[0]] = out_layout, ch
+            for extra in node.output[1:]:
+                if extra and ix.consumers.get(extra):
+                    return Match.fail(node, f"second output '{extra}' of {node.op_type} is "
+                                            "used")
+        steps += new
+        for step in new:
+            frontier.push(ix.consumers.get(step.output, []))
     a_in = pool.input[0]
     if a_in not in layout:
         return Match.fail(pool, f"the output of conv '{conv.node}' does not reach the pooling")
@@ -252,34 +368,100 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     if lay[0] != 0 or {lay[i] for i in m.value} - {UNIT} != spatial:
         return Match.fail(pool, f"{pool.op_type} averages axes {list(m.value)} of a tensor in "
                                 f"layout {layout_name(lay)}: not the conv's spatial axes")
-    return Match(Layer(conv, tuple(steps), lay, offset[a_in]))
+    ch = chans[a_in]
+    if sorted(ch.held) != list(range(c_out)):
+        lost = sorted(set(range(c_out)) - set(ch.held))
+        return Match.fail(pool, f"channels {lost[:4]}{'...' if len(lost) > 4 else ''} of conv "
+                                f"'{conv.node}' do not reach the pooling" if lost else
+                                f"channels of conv '{conv.node}' reach the pooling twice")
+    if ch.held == tuple(range(c_out)) and ch.pos == tuple(range(ch.pos[0], ch.pos[0] + c_out)):
+        return Match(Layer(conv, tuple(steps), lay, ch.pos[0]))
+    features = [0] * c_out
+    for c, p in zip(ch.held, ch.pos):
+        features[c] = p
+    return Match(Layer(conv, tuple(steps), lay, min(ch.pos), tuple(features), ch.held))
 
 
-def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple) -> Match:
-    """(offset of the dep input's channels, total channels) of a channel Concat."""
+def _channel_count(ix: GraphIndex, name: str, axis: int) -> int | None:
+    dims = ix.static_dims(name)
+    if dims is None or len(dims) <= axis or not isinstance(dims[axis], int):
+        return None
+    return dims[axis]
+
+
+def _concat(ix: GraphIndex, node: onnx.NodeProto, deps: list[str], lay: tuple,
+            chans: dict) -> Match:
+    """Where the conv's channels sit after a channel Concat (value: :class:`_Channels`)."""
     axis = int(ix.attrs(node).get("axis", 0)) % len(lay)
     if lay[axis] != 1:
         return Match.fail(node, "Concat along an axis that is not the conv's channel axis")
-    if len(set(deps)) != 1 or list(node.input).count(deps[0]) != 1:
-        return Match.fail(node, "Concat of several conv-dependent tensors")
-    sizes = []
+    if len(set(deps)) != len(deps):
+        return Match.fail(node, "Concat of the same conv-dependent tensor twice")
+    held, pos, offset = [], [], 0
     for i in node.input:
-        dims = ix.static_dims(i)
-        if dims is None or len(dims) <= axis or not isinstance(dims[axis], int):
+        size = _channel_count(ix, i, axis)
+        if size is None:
             return Match.fail(node, f"Concat input '{i}' has an unknown channel count")
-        sizes.append(dims[axis])
-    k = list(node.input).index(deps[0])
-    return Match((sum(sizes[:k]), sum(sizes)))
+        if i in chans:
+            held += chans[i].held
+            pos += [offset + p for p in chans[i].pos]
+        offset += size
+    return Match(_Channels(tuple(held), tuple(pos), offset))
 
 
-def _slice_channels(v: np.ndarray, lay: tuple, width: int, off: int, c_out: int):
-    """Restrict a broadcastable constant to the conv's channel range (None if impossible)."""
+def _channel_slices(ix: GraphIndex, node: onnx.NodeProto, lay: tuple,
+                    width: int) -> Match:
+    """The channels each output of a channel Slice/Split keeps (value: ``[(output, range)]``);
+    a Slice or Split along any other axis changes the spatial grid."""
+    a = ix.attrs(node)
+    rank = len(lay)
+    if node.op_type == "Slice":
+        if "starts" in a:  # opset < 10
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        else:
+            vals = [ix.const(i) if i else None
+                    for i in (list(node.input[1:5]) + [""] * 4)[:4]]
+            if any(v is None for v, i in zip(vals, node.input[1:5]) if i):
+                return Match.fail(node, "Slice with non-constant starts, ends, axes or steps")
+            starts, ends, axes, steps = (None if v is None else np.ravel(v).tolist()
+                                         for v in vals)
+        axes = list(range(len(starts))) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        kept = {int(ax) % rank: (s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)}
+        if any(lay[ax] != 1 for ax in kept):
+            return Match.fail(node, "Slice is a spatial operation between the conv and the "
+                                    "pooling (changes the spatial grid)")
+        (s, e, st), = kept.values() or [(0, width, 1)]
+        return Match([(node.output[0], range(width)[slice(int(s), int(e), int(st))])])
+    axis = int(a.get("axis", 0)) % rank
+    if lay[axis] != 1:
+        return Match.fail(node, "Split along an axis that is not the conv's channel axis")
+    sizes = a.get("split")
+    if sizes is None and len(node.input) > 1 and node.input[1]:
+        sizes = ix.const(node.input[1])
+        if sizes is None:
+            return Match.fail(node, "Split with non-constant sizes")
+        sizes = np.ravel(sizes).tolist()
+    n = len(node.output)
+    if sizes is None:  # equal parts (the last one smaller, opset 18)
+        part = -(-width // n)
+        sizes = [min(part, width - k * part) for k in range(n)]
+    if sum(sizes) != width:
+        return Match.fail(node, f"Split sizes {list(sizes)} do not add up to {width} channels")
+    starts = np.cumsum([0] + list(sizes))
+    return Match([(o, range(int(starts[k]), int(starts[k + 1])))
+                  for k, o in enumerate(node.output)])
+
+
+def _slice_channels(v: np.ndarray, lay: tuple, ch: _Channels):
+    """A broadcastable constant at the conv's channels, in the jet's order (None if it is
+    not per-channel)."""
     ax = v.ndim - len(lay) + lay.index(1)
     if ax < 0 or v.shape[ax] == 1:
         return v
-    if v.shape[ax] != width:
+    if v.shape[ax] != ch.width:
         return None
-    return np.take(v, np.arange(off, off + c_out), axis=ax)
+    return np.take(v, np.asarray(ch.pos, dtype=np.intp), axis=ax)
 
 
 def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> int | None:
@@ -290,7 +472,7 @@ def _num_features(ix: GraphIndex, pool: onnx.NodeProto, layers: list[Layer]) -> 
             raise ModelError(f"the pooling '{GraphIndex.node_name(pool)}' declares {n} output "
                              "features; refused")
         return n
-    if layers and all(layer.channel_offset == 0 for layer in layers):
+    if layers and all(layer.channel_offset == 0 and not layer.features for layer in layers):
         return layers[0].conv.out_channels
     return None
 
@@ -368,7 +550,8 @@ class _Frontier:
 def _reaches_output(ix: GraphIndex, name: str) -> bool:
     while name not in ix.graph_outputs:
         nxt = ix.consumers.get(name, [])
-        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze"):
-            return False
+        if len(nxt) != 1 or nxt[0].op_type not in ("Identity", "Flatten", "Reshape", "Squeeze",
+                                                   "Cast"):
+            return False  # Cast: a float16 model's float32 output (keep_io_types)
         name = nxt[0].output[0]
     return True

@@ -38,6 +38,8 @@ class Conv:
     axes: ``(k,)``, ``(kh, kw)``, ``(kd, kh, kw)``); bias: ``(C_out,)`` or None. strides and
     dilations: one per spatial axis; pads: ``(begin..., end...)``, two per spatial axis, as
     ONNX writes them (kept with ``auto_pad`` and resolved per batch when that is set).
+    kernel is the float kernel the graph computes with: an integer kernel behind
+    DequantizeLinear is dequantized, a float16 one widened (``notes`` says so).
     """
 
     node: str
@@ -50,6 +52,9 @@ class Conv:
     dilations: tuple[int, ...]
     groups: int
     auto_pad: str = "NOTSET"
+    # How the kernel or the activations differ from plain float32 (dequantized kernel,
+    # float16 storage or arithmetic), shown with the layer.
+    notes: tuple[str, ...] = ()
 
     @property
     def out_channels(self) -> int:
@@ -74,6 +79,7 @@ class Conv:
             extra.append(f"dilation {_by(self.dilations)}")
         if self.groups != 1:
             extra.append(f"groups {self.groups}")
+        extra += self.notes
         tail = f" ({', '.join(extra)})" if extra else ""
         return (f"Conv{self.spatial_rank}d '{self.node}' {ci * self.groups}->{co} "
                 f"{_by(self.kernel_size)}{tail}")
@@ -120,13 +126,26 @@ class Layer:
     it holds: ``(0, 2, 3, 1)`` for NHWC, ``(0, 2, 1)`` for a channel-last sequence (NLC),
     ``UNIT`` for a unit axis an Unsqueeze added; a spatial axis of size 1 may be missing
     (squeezed). None: channel-first, as the conv writes it. channel_offset: index of the
-    conv's first channel among the pooled features (non-zero after a channel Concat).
+    conv's first channel among the pooled features (non-zero after a channel Concat). When
+    channel Slices/Splits send the conv's channels to several places (DPN), ``features``
+    gives the pooled feature of each conv channel and ``jet_order`` the conv channel at each
+    channel of the steps' output (its channels are in path order, not conv order); both
+    empty otherwise.
     """
 
     conv: Conv
     steps: tuple[Step, ...]
     layout: tuple[int, ...] | None = None
     channel_offset: int = 0
+    features: tuple[int, ...] = ()
+    jet_order: tuple[int, ...] = ()
+
+    @property
+    def feature_index(self) -> np.ndarray:
+        """``(C_out,)`` the pooled feature each conv channel reaches."""
+        if self.features:
+            return np.asarray(self.features, dtype=np.intp)
+        return np.arange(self.channel_offset, self.channel_offset + self.conv.out_channels)
 
     def __post_init__(self):
         if self.layout is None:
@@ -148,6 +167,8 @@ class Layer:
                if s.fn not in ("identity", "transpose", "squeeze", "unsqueeze")]
         path = " -> ".join(fns) if fns else "identity"
         off = f" [channels {self.channel_offset}..]" if self.channel_offset else ""
+        if self.features:
+            off = f" [channels spread over features {min(self.features)}..{max(self.features)}]"
         return f"{self.conv.describe()} -> {path}{off}"
 
 

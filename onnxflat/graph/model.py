@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.ops import load_op
 
 from ..errors import ModelError, first_line
 from ..lfs import refuse_pointer
@@ -155,12 +157,38 @@ def weightless(model: onnx.ModelProto, max_elements: int = 4096) -> onnx.ModelPr
     return out
 
 
+# Ops whose outputs are constants when all their inputs are: the ways exporters compute
+# weights in the graph (Caffe2's ConstantOfShape fills, float16 weights behind Cast, int8
+# weights behind DequantizeLinear, reshaped or scaled kernels). Nothing costlier is folded.
+FOLDABLE = frozenset({
+    "Constant", "ConstantOfShape", "Identity", "Cast", "CastLike", "Reshape", "Transpose",
+    "Squeeze", "Unsqueeze", "Flatten", "DequantizeLinear", "Add", "Sub", "Mul", "Div", "Sum",
+    "Neg", "Sqrt", "Reciprocal", "Concat", "Slice", "Split", "Expand"})
+# Ops whose output may be larger than all their inputs together (broadcasts, fills).
+_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Sum"})
+_LOW_PRECISION = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+# Elements of one folded tensor (256 MiB in float32); a larger computed weight is refused.
+MAX_FOLD_ELEMENTS = 1 << 26
+
+
+# onnx's latest reference DequantizeLinear (per tensor, per axis, blocked), for the models of
+# opsets 10-18, whose DequantizeLinear it does not implement (their semantics are a subset).
+# The evaluator matches a replacement by its class name.
+_DEQUANTIZE_LINEAR = type("DequantizeLinear", (load_op("", "DequantizeLinear"),),
+                          {"op_domain": ""})
+
+
 class GraphIndex:
     """Read-only views of a graph: who produces and consumes each tensor, constant values.
 
-    Constant folding covers initializers, Constant nodes and shape-preserving ops on
-    constants (Identity, Cast, Transpose, Reshape, (Un)Squeeze, Flatten, Dequantize is not
-    folded). It evaluates no other node: the analyzer never runs the model.
+    The constants are the initializers and the outputs of :data:`FOLDABLE` nodes whose inputs
+    are all constants, found in one pass in graph order. Their values are computed on demand
+    (only those the analysis reads) by onnx's reference evaluator, node by node in graph order
+    (no recursion, however deep the graph). The reference evaluator implements each op of
+    every opset as the ONNX specification states; onnxruntime's basic optimisations would
+    instead fuse BatchNormalization into the conv (changing which kernel is measured) and keep
+    DequantizeLinear unfolded, and onnxscript's optimizer folds the whole model at once.
+    The analyzer never runs the model: only the weight-producing subgraph is evaluated.
     """
 
     def __init__(self, model: onnx.ModelProto):
@@ -183,31 +211,55 @@ class GraphIndex:
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.graph_inputs = [i for i in self.graph.input if i.name not in self.initializers]
         self.graph_outputs = [o.name for o in self.graph.output]
-        self._const_cache: dict[str, np.ndarray | None] = {}
+        self.constants = self._constant_names()
+        self._values: dict[str, np.ndarray] = {}
 
     @staticmethod
     def node_name(node: onnx.NodeProto) -> str:
         return node.name or f"{node.op_type}:{node.output[0]}"
 
+    def _constant_names(self) -> set[str]:
+        known = set(self.initializers)
+        for node in self.nodes:  # graph order is topological (checked by onnx.checker)
+            if (node.op_type in FOLDABLE and node.domain in ("", "ai.onnx")
+                    and all(i in known for i in node.input if i)
+                    and not (node.op_type == "Constant"
+                             and any(a.name == "sparse_value" for a in node.attribute))):
+                known.update(o for o in node.output if o)
+        return known
+
     @cached_property
-    def shapes(self) -> dict[str, tuple]:
-        """Static shapes from ONNX shape inference (dims are int, or str/None when free)."""
+    def _inferred(self) -> tuple[dict[str, tuple], dict[str, int]]:
+        """Static shapes (dims are int, or str/None when free) and element types from ONNX
+        shape inference."""
         try:
             inferred = onnx.shape_inference.infer_shapes(weightless(self.model),
                                                          strict_mode=False)
         except Exception:
             inferred = self.model
-        out: dict[str, tuple] = {}
+        shapes: dict[str, tuple] = {}
+        types: dict[str, int] = {}
         g = inferred.graph
         for vi in list(g.value_info) + list(g.input) + list(g.output):
             t = vi.type.tensor_type
+            if t.elem_type:
+                types[vi.name] = t.elem_type
             if t.HasField("shape"):
-                out[vi.name] = tuple(
+                shapes[vi.name] = tuple(
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                     for d in t.shape.dim)
         for name, init in self.initializers.items():
-            out[name] = tuple(init.dims)
-        return out
+            shapes[name] = tuple(init.dims)
+            types[name] = init.data_type
+        return shapes, types
+
+    @property
+    def shapes(self) -> dict[str, tuple]:
+        return self._inferred[0]
+
+    def elem_type(self, name: str) -> int | None:
+        """The ONNX element type of tensor ``name`` when shape inference knows it."""
+        return self._inferred[1].get(name)
 
     def static_dims(self, name: str) -> tuple | None:
         return self.shapes.get(name)
@@ -215,58 +267,115 @@ class GraphIndex:
     def attrs(self, node: onnx.NodeProto) -> dict:
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
-    def const(self, name: str) -> np.ndarray | None:
-        """The value of ``name`` if it is a constant of the graph, else None."""
-        if not name:
-            return None
-        if name not in self._const_cache:
-            self._const_cache[name] = None  # guards against cycles
-            self._const_cache[name] = self._fold(name)
-        return self._const_cache[name]
+    def is_const(self, name: str) -> bool:
+        """Whether ``name`` is a constant of the graph (without computing it)."""
+        return name in self.constants
 
-    def _fold(self, name: str) -> np.ndarray | None:
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` if it is a constant of the graph, else None.
+
+        Raises :class:`ModelError` when computing it fails or would exceed
+        :data:`MAX_FOLD_ELEMENTS` elements."""
+        if not name or name not in self.constants:
+            return None
+        if name not in self._values:
+            for node in self._fold_plan(name):
+                self._evaluate(node)
+        return self._values[name]
+
+    def why_not_const(self, name: str) -> str:
+        """Why tensor ``name`` is not a constant: the model input it comes from, or the
+        nearest node computing it that onnxflat does not fold."""
+        t = name
+        while (node := self.producer.get(t)) is not None and node.op_type in FOLDABLE:
+            t = next((i for i in node.input if i and i not in self.constants), None)
+            if t is None:  # a form onnxflat does not fold (sparse Constant, other domain)
+                break
         if node is None:
-            return None
-        a = self.attrs(node)
+            return f"'{name}' is fed by the model input '{t}'"
+        return f"'{name}' is computed by {node.op_type} '{self.node_name(node)}', which " \
+               "onnxflat does not fold"
+
+    def origin(self, name: str) -> str:
+        """How constant ``name`` is stored when it is not plainly as float32/64: dequantized
+        from integers, or rounded to float16/bfloat16 (else "")."""
+        seen, todo, low = set(), [name], ""
+        while todo:
+            t = todo.pop()
+            if t in seen or t not in self.constants:
+                continue
+            seen.add(t)
+            node = self.producer.get(t)
+            if t in self.initializers or node is None:
+                low = low or _LOW_PRECISION.get(self.initializers[t].data_type, "")
+                continue
+            if node.op_type == "DequantizeLinear":
+                kind = onnx.TensorProto.DataType.Name(self.elem_type(node.input[0]) or 0)
+                return (f"dequantized from {kind.lower()} by DequantizeLinear "
+                        f"'{self.node_name(node)}'")
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                low = low or _LOW_PRECISION.get(value.data_type if value else 0, "")
+            todo.extend(i for i in node.input if i)
+        return f"stored as {low}" if low else ""
+
+    def _fold_plan(self, name: str) -> list[onnx.NodeProto]:
+        """The nodes still to evaluate for ``name``, in graph order."""
+        plan, seen, todo = {}, set(), [name]
+        while todo:
+            t = todo.pop()
+            if t in seen or t in self._values:
+                continue
+            seen.add(t)
+            if t in self.initializers:
+                try:
+                    self._values[t] = numpy_helper.to_array(self.initializers[t])
+                except Exception as exc:  # an element type NumPy cannot hold
+                    raise ModelError(f"cannot read initializer '{t}': {first_line(exc)}") \
+                        from None
+                continue
+            node = self.producer[t]
+            plan[id(node)] = node
+            todo.extend(i for i in node.input if i)
+        return sorted(plan.values(), key=lambda n: self.order[id(n)])
+
+    def _evaluate(self, node: onnx.NodeProto) -> None:
+        ins = [self._values[i] if i else None for i in node.input]
+        if node.op_type == "Identity":  # no copy, no evaluator (exporters chain many)
+            self._values[node.output[0]] = ins[0]
+            return
+        size = self._fold_size(node, ins)
+        if size > MAX_FOLD_ELEMENTS:
+            raise ModelError(f"constant '{node.output[0]}' computed by {node.op_type} "
+                             f"'{self.node_name(node)}' would hold {size} elements (over "
+                             f"{MAX_FOLD_ELEMENTS}); refused")
+        opsets = {imp.domain or "": int(imp.version) for imp in self.model.opset_import}
+        opsets[""] = self.opset
+        new_ops = [_DEQUANTIZE_LINEAR] if self.opset < 19 else None
+        feeds = {i: v for i, v in zip(node.input, ins) if i}
+        graph = onnx.helper.make_graph(
+            [node], "fold", [onnx.ValueInfoProto(name=i) for i in feeds],
+            [onnx.ValueInfoProto(name=o) for o in node.output if o])
+        try:
+            outs = ReferenceEvaluator(graph, opsets=opsets, new_ops=new_ops).run(None, feeds)
+        except Exception as exc:
+            raise ModelError(f"cannot compute constant '{node.output[0]}' of {node.op_type} "
+                             f"'{self.node_name(node)}': {first_line(exc)}") from None
+        for o, v in zip(node.output, outs):
+            if o:
+                self._values[o] = np.asarray(v)
+
+    def _fold_size(self, node: onnx.NodeProto, ins: list) -> int:
+        """Elements of ``node``'s largest output, known before evaluating it."""
         op = node.op_type
-        if op == "Constant":
-            for key in ("value", "sparse_value"):
-                if key in a:
-                    v = a[key]
-                    return numpy_helper.to_array(v) if key == "value" else None
-            for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
-                            ("value_int", np.int64), ("value_ints", np.int64)):
-                if key in a:
-                    return np.asarray(a[key], dtype=dt)
-            return None
-        ins = [self.const(i) if i else None for i in node.input]
-        if not ins or ins[0] is None:
-            return None
-        x = ins[0]
-        if op == "Identity":
-            return x
-        if op == "Cast":
-            return x.astype(onnx.helper.tensor_dtype_to_np_dtype(a["to"]))
-        if op == "Transpose":
-            return np.transpose(x, a.get("perm"))
-        if op == "Reshape" and len(ins) > 1 and ins[1] is not None:
-            shape = [x.shape[i] if s == 0 else s for i, s in enumerate(ins[1].tolist())]
-            return x.reshape(shape)
-        if op in ("Squeeze", "Unsqueeze"):
-            axes = a.get("axes") if "axes" in a else (
-                ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
-            if op == "Squeeze":
-                return np.squeeze(x, axis=tuple(axes) if axes is not None else None)
-            if axes is None:
-                return None
-            out_rank = x.ndim + len(axes)
-            for ax in sorted(int(v) % out_rank for v in axes):
-                x = np.expand_dims(x, ax)
-            return x
-        if op == "Flatten":
-            ax = a.get("axis", 1) % max(x.ndim, 1)
-            return x.reshape(int(np.prod(x.shape[:ax])), -1)
-        return None
+        try:
+            if op == "ConstantOfShape":
+                return math.prod(int(d) for d in np.ravel(ins[0]))
+            if op == "Expand":
+                return math.prod(np.broadcast_shapes(ins[0].shape, tuple(
+                    int(d) for d in np.ravel(ins[1]))))
+            if op in _BROADCASTING:
+                return math.prod(np.broadcast_shapes(*(v.shape for v in ins if v is not None)))
+        except (ValueError, TypeError, OverflowError):
+            return 0  # the evaluator names the invalid shape
+        return sum(v.size for v in ins if v is not None) + 1  # reshapes, casts, Constant

@@ -74,7 +74,7 @@ UNARY_WITH_ATTRS = {  # op -> (fn, {attr: default})
     "Gelu": ("gelu", {"approximate": "none"}),
     "Swish": ("swish", {"alpha": 1.0}),
 }
-BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
+BINARY = {"Add": "add", "Sum": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
           "PRelu": "prelu", "Pow": "pow"}
 
 
@@ -85,6 +85,7 @@ CHANNELWISE_NOTES = {
               "(no batch axis, no higher rank), or a conv-independent tensor of the output's "
               "shape (a residual branch, fetched at run time); both conv-dependent: "
               "SiLU/GELU-style products",
+    "Sum": "two inputs, as Add (Caffe2's residual); more inputs are refused",
     "PRelu": "constant slope (per channel or scalar)",
     "Pow": "constant scalar exponent",
     "Clip": "min/max as attributes (opset < 11) or constant inputs (either may be absent)",
@@ -100,13 +101,18 @@ CHANNELWISE_NOTES = {
     "Concat": "along the conv's channel axis, one conv-dependent input with static channel "
               "counts: the conv's channels are a slice of the pooled features (DenseNet, "
               "Inception)",
+    "Slice, Split": "along the conv's channel axis, constant bounds: each conv channel kept "
+                    "goes to its own pooled feature, several conv-dependent tensors may be "
+                    "concatenated again (DPN's dual paths); every conv channel must reach "
+                    "the pooling once",
     "Shape, Size": "read only the shape: not a path to the logits, ignored",
 }
 POOLING_NOTES = {
     "GlobalAveragePool": "always global",
     "ReduceMean": "axes (attribute, or constant input from opset 18) are exactly the conv's "
                   "spatial axes in the current layout; any keepdims",
-    "AveragePool": "kernel equal to the (static) map size, no padding",
+    "AveragePool": "one output position whose window covers the whole (static) map; "
+                   "padding allowed when not counted (count_include_pad 0)",
 }
 CLASSIFIER_NOTES = {
     "Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Cast":
@@ -210,6 +216,10 @@ def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
         if node.input[0] not in ctx.dep or any(v is None for v in vals):
             return Match.fail(node, "BatchNormalization with non-constant statistics")
         scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+        if len({v.shape for v in (scale, shift, mean, var)}) != 1 or scale.ndim != 1:
+            return Match.fail(node, "BatchNormalization parameters of shapes "
+                                    f"{[v.shape for v in (scale, shift, mean, var)]}: not one "
+                                    "vector per channel")
         s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
         t = shift - mean * s
         shape = (-1,) + (1,) * (len(ctx.layout) - 2)
@@ -269,7 +279,7 @@ SPATIAL_OPS = {
     "MaxPool": "mixes positions", "AveragePool": "mixes positions", "LpPool": "mixes positions",
     "Resize": "changes the spatial grid", "Upsample": "changes the spatial grid",
     "Conv": "mixes positions and channels", "ConvTranspose": "mixes positions and channels",
-    "Pad": "changes the spatial grid", "Slice": "changes the spatial grid",
+    "Pad": "changes the spatial grid", "Slice": "along a spatial axis: changes the grid",
     "Reshape": "may mix channels and positions", "Flatten": "mixes channels and positions",
     "GlobalAveragePool": "pools positions", "GlobalMaxPool": "pools positions",
     "ReduceMean": "reduces axes", "ReduceMax": "reduces axes", "ReduceSum": "reduces axes",
@@ -303,17 +313,45 @@ def pooling_axes(ix: GraphIndex, node: onnx.NodeProto, rank: int) -> Match:
             axes = list(range(rank))
         return Match(tuple(sorted(int(x) % rank for x in np.ravel(axes))))
     if op == "AveragePool":
-        shape = ix.static_dims(node.input[0])
-        k = tuple(a.get("kernel_shape", ()))
-        pads = tuple(a.get("pads", (0,) * 2 * len(k)))
-        if shape is None or any(not isinstance(d, int) for d in shape[2:]):
-            return Match.fail(node, "AveragePool over a map of unknown size")
-        if tuple(shape[2:]) != k or any(pads) or a.get("auto_pad", b"NOTSET") not in (
-                b"NOTSET", b"VALID", "NOTSET", "VALID"):
-            return Match.fail(node, f"AveragePool kernel {k} does not cover the whole "
-                                    f"{tuple(shape[2:])} map: the pooling is not global")
-        return Match(tuple(range(2, rank)))
+        reason = _average_pool_not_global(ix, node)
+        return Match.fail(node, reason) if reason else Match(tuple(range(2, rank)))
     return Match.fail(node, f"{op} is not a global average pooling")
+
+
+def _average_pool_not_global(ix: GraphIndex, node: onnx.NodeProto) -> str | None:
+    """Why an AveragePool is not the mean of its whole map, or None when it is: a single
+    output position (1x1) whose window covers the map (padding allowed, as in Caffe2's
+    7x7 pool with end padding on a 6x6 map) and whose divisor is the map size (padding not
+    counted, or none inside the window)."""
+    a = ix.attrs(node)
+    shape = ix.static_dims(node.input[0])
+    k = tuple(int(v) for v in a.get("kernel_shape", ()))
+    if shape is None or any(not isinstance(d, int) for d in shape[2:]):
+        return "AveragePool over a map of unknown size"
+    hw = tuple(shape[2:])
+    if len(k) != len(hw) or any(d != 1 for d in a.get("dilations", (1,) * len(k))):
+        return f"AveragePool kernel {k} with dilations does not average the {hw} map"
+    strides = tuple(a.get("strides", (1,) * len(k)))
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max(kk - d, 0) for kk, d in zip(k, hw)]  # the pads when the output is 1
+        out = [-(-d // s) for d, s in zip(hw, strides)]
+        lo = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = lo + [t - x for t, x in zip(total, lo)]
+    else:
+        pads = [0] * 2 * len(k) if auto_pad == "VALID" else list(a.get("pads", (0,) * 2 * len(k)))
+        ceil = a.get("ceil_mode", 0)
+        out = [(d + pads[i] + pads[i + len(k)] - kk + (s - 1 if ceil else 0)) // s + 1
+               for i, (d, kk, s) in enumerate(zip(hw, k, strides))]
+    covers = all(pads[i] + d <= kk for i, (d, kk) in enumerate(zip(hw, k)))
+    if any(o != 1 for o in out) or not covers:
+        return (f"AveragePool kernel {k} does not cover the whole {hw} map: the pooling is "
+                "not global")
+    if a.get("count_include_pad", 0) and any(kk != d for kk, d in zip(k, hw)):
+        return (f"AveragePool kernel {k} on the {hw} map counts the padding "
+                "(count_include_pad=1): not the map's mean")
+    return None
 
 
 POOLING_OPS = ("GlobalAveragePool", "ReduceMean", "AveragePool")
@@ -434,10 +472,14 @@ def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Ma
         if any(v is None for v in vals):
             return Match.fail(node, "BatchNormalization with non-constant statistics")
         scale, shift, mean, var = (np.asarray(v, np.float64) for v in vals)
+        sizes = [v.size for v in (scale, shift, mean, var)]
+        if any(v.ndim != 1 for v in (scale, shift, mean, var)) or set(sizes) != {out}:
+            return Match.fail(node, f"BatchNormalization parameters of lengths {sizes} do not "
+                                    f"fit the {out} pooled features")
         s = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
         return Match(f.scaled(s, shift - mean * s))
     if op == "LayerNormalization":
-        return Match.fail(node, "LayerNormalization after the pooling (ConvNeXt-style head) is "
+        return Match.fail(node, "LayerNormalization after the pooling is "
                                 "not linear in the pooled features")
     if op in NONLINEAR_AFTER_POOL:
         return Match.fail(node, f"{op} after the pooling: the head after pooling is non-linear "

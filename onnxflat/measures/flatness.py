@@ -41,8 +41,9 @@ from .stats import Moments
 CHUNK_ELEMENTS = 1 << 22
 # Per-chunk intermediates on NumPy (elements): 4 MiB in float32, resident in cache.
 CACHE_ELEMENTS = 1 << 18
-# Steps that change the shape of the conv-dependent tensor, not its values.
-RESHAPING = ("transpose", "unsqueeze", "squeeze")
+# Steps whose output is not the shape of their conv-dependent input (axes moved, added or
+# dropped; channels taken or joined).
+RESHAPING = ("transpose", "unsqueeze", "squeeze", "take", "concat")
 # Fewest samples per thread worth a thread of its own.
 MIN_PART_SAMPLES = 2
 
@@ -113,6 +114,8 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     layout = [ax for ax in layer.layout if ax != UNIT]
     if layout != sorted(layout):  # back to the conv's order (a squeezed axis has size 1)
         final = jets.transpose(final, tuple(sorted(range(len(layout)), key=layout.__getitem__)))
+    if layer.jet_order:  # back to the conv's channel order
+        final = jets.take(final, tuple(np.argsort(layer.jet_order).tolist()), axis=1)
     n, c = final.v.shape[0], final.v.shape[1]
     d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
     d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
@@ -283,9 +286,9 @@ class FlatnessAccumulator:
         z_shape = tuple(tensors[conv.output].shape)
         geo = self._geom(layer, a0.shape, z_shape)
         dev = _device(a0)
-        c_out, off = conv.out_channels, layer.channel_offset
-        cols = slice(off, off + c_out)
-        gamma, bdiag, q = gamma[:, cols], spread[:, cols], q[:, cols]  # bdiag: diag of B
+        c_out = conv.out_channels
+        cols = self._const(xp, f"cols{i}", lambda: layer.feature_index, dev)
+        gamma, bdiag, q = (xp.take(t, cols, axis=1) for t in (gamma, spread, q))  # bdiag: B's diag
         kflat = conv.kernel.reshape(c_out, -1)
         knorm2 = self._const(xp, f"|K|2{i}", lambda: np.sum(kflat * kflat, axis=1), dev)
         full = self.options.kappa
@@ -293,8 +296,8 @@ class FlatnessAccumulator:
             kdt = np.float64 if ft == xp.float64 else np.float32
             kk_ft = self._const(xp, f"G{i}{kdt.__name__}", lambda: (
                 kflat.astype(kdt) @ kflat.astype(kdt).T), dev)  # G = K K^T
-            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (
-                self.head.classifier.weight[:, cols].T.astype(kdt)), dev)  # (C_out, C)
+            wst = self._const(xp, f"Wt{i}{kdt.__name__}", lambda: (  # (C_out, C)
+                self.head.classifier.weight[:, layer.feature_index].T.astype(kdt)), dev)
         route = self.options.route or choose_route(geo, full)
         n = a0.shape[0]
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that

@@ -166,6 +166,20 @@ def squeeze(u: Jet, axes: tuple[int, ...]) -> Jet:
     xp = _xp(u.v)
     return Jet(*(None if t is None else xp.squeeze(t, axis=tuple(axes))
                  for t in (u.v, u.d1, u.d2)))
+def take(u: Jet, index: tuple[int, ...], axis: int) -> Jet:
+    """Channels ``index`` of ``u`` along ``axis`` (a channel Slice or Split)."""
+    xp = _xp(u.v)
+    idx = xp.asarray(index, dtype=xp.int64, device=getattr(u.v, "device", None))
+    return Jet(*(None if t is None else xp.take(t, idx, axis=axis) for t in (u.v, u.d1, u.d2)))
+
+
+def concat(*us: Jet, axis: int) -> Jet:
+    """Jets joined along ``axis`` (a channel Concat of several conv-dependent tensors)."""
+    xp = _xp(us[0].v)
+    d2 = None if all(u.d2 is None for u in us) else xp.concat(
+        [xp.zeros_like(u.v) if u.d2 is None else u.d2 for u in us], axis=axis)
+    return Jet(xp.concat([u.v for u in us], axis=axis), xp.concat([u.d1 for u in us], axis=axis),
+               d2)
 
 
 def affine(u: Jet, scale, shift) -> Jet:
@@ -268,4 +282,5 @@ FUNCTIONS = {
     "mish": mish, "gelu": gelu, "neg": neg, "reciprocal": reciprocal, "add": add, "sub": sub,
     "mul": mul, "div": div, "max": maximum, "min": minimum, "pow": power,
     "affine": affine, "transpose": transpose, "unsqueeze": unsqueeze, "squeeze": squeeze,
+    "take": take, "concat": concat,
 }
