@@ -102,6 +102,7 @@ def main(ctx, debug, verbose):
           --baseline docs/ci/baseline.json --max-increase 10%
       onnxflat compare models/*.onnx --data models/digits_train.npz --csv ranks.csv
       onnxflat report models/digits_cnn.onnx --data models/digits_train.npz --out report/
+      onnxflat plot run.jsonl --out run.png
 
     Every command: onnxflat COMMAND --help (options and examples).
     """

@@ -140,7 +140,7 @@ def samples_section(label: str, rows, shares, images: dict[int, bytes]) -> str:
     """HTML table of the top samples (:func:`top_samples`), with their images if any."""
     e = html.escape
     layers = [n for n in rows.dtype.names if n.startswith("layer")]
-    extra = [n for n in ("classifier.kappa", "classifier.trace") if n in rows.dtype.names]
+    extra = [n for n in ("classifier.trace", "classifier.kappa") if n in rows.dtype.names]
     head = "".join(f"<th>{e(h)}</th>" for h in (
         ["rank", "index", *(["image"] if images else []), "label", "correct", "loss",
          f"share of {label}"] + layers + extra))
