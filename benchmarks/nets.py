@@ -120,6 +120,49 @@ class EfficientNetB0(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1).flatten(1))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (ConvNeXt's stem, downsampling, head)."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class CNBlock(nn.Module):
+    """ConvNeXt block: dw 7x7 -> NHWC -> LayerNorm -> Linear 4d -> GELU -> Linear d (pwconv2,
+    the measured layer of the last block) -> layer scale -> NCHW -> + input."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.dw = nn.Conv2d(d, d, 7, padding=3, groups=d)
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.pw1, self.pw2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.gamma = nn.Parameter(torch.full((d,), 0.5))
+
+    def forward(self, x):
+        h = self.pw2(F.gelu(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1)))))
+        return x + (self.gamma * h).permute(0, 3, 1, 2)
+
+
+class ConvNeXtT(nn.Module):
+    """ConvNeXt-T (depths 3-3-9-3, widths 96-192-384-768) and its head: pooling ->
+    LayerNorm -> Linear."""
+
+    def __init__(self, classes=1000, depths=(3, 3, 9, 3), widths=(96, 192, 384, 768)):
+        super().__init__()
+        layers, cin = [nn.Conv2d(3, widths[0], 4, 4), LayerNorm2d(widths[0], eps=1e-6)], widths[0]
+        for i, (n, d) in enumerate(zip(depths, widths)):
+            if i:
+                layers += [LayerNorm2d(cin, eps=1e-6), nn.Conv2d(cin, d, 2, 2)]
+            layers += [CNBlock(d) for _ in range(n)]
+            cin = d
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(cin, eps=1e-6)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.fc(self.norm(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)))
+
+
 def fold_bn(model: nn.Module) -> nn.Module:
     """Fold every Conv2d -> BatchNorm2d pair (as the exporter does), so the torch model and
     the ONNX file share the kernels the measures refer to."""
@@ -143,4 +186,5 @@ NETS = {
     "resnet18_cifar": lambda: ResNet(Basic, [64, 128, 256, 512], [2, 2, 2, 2], 10, cifar=True),
     "resnet50": lambda: ResNet(Bottleneck, [64, 128, 256, 512], [3, 4, 6, 3], 1000, cifar=False),
     "efficientnet_b0": lambda: EfficientNetB0(1000),
+    "convnext_tiny": lambda: ConvNeXtT(1000),
 }

@@ -270,7 +270,7 @@ class Extractor:
                                      f"not (N, C, ...) with the kernel's {conv.spatial_rank} "
                                      "spatial axes")
             z = out.get(conv.output)
-            if z is not None and z.shape[1] != conv.out_channels:
+            if z is not None and conv.nchw(tuple(z.shape))[1] != conv.out_channels:
                 raise ModelError(f"conv '{conv.node}' output '{conv.output}' has shape "
                                  f"{tuple(z.shape)}, not {conv.out_channels} channels")
         pooled = out[head.pooling.output]

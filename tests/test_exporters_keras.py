@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from onnxflat.cli import main
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_measure_matches, assert_refusal, references, rel
+from .exported import ROOT, assert_measure_matches, assert_refusal, data, references, rel
 
 FIXTURES = ROOT / "keras"
 REFS = references("keras")
@@ -45,6 +45,10 @@ HEADS = {
     "swish_inputs_as_nchw": ("GlobalAveragePool", NCHW, False, ["sigmoid", "mul"]),
     "relu6_fixed_batch": ("ReduceMean", NHWC, True, ["clip"]),
     "separable_relu": ("GlobalAveragePool", NCHW, False, ["relu"]),  # the pointwise conv
+    # Dense on a feature map (Reshape -> MatMul -> Reshape): a pointwise MatMul layer, NHWC;
+    # tf2onnx moves the residual add to NCHW (a transpose step after the bias)
+    "dense_pointwise_residual": ("GlobalAveragePool", NCHW, False, ["add", "add", "relu"]),
+    "dense_pointwise_swish_nhwc": ("ReduceMean", NHWC, False, ["add", "sigmoid", "mul"]),
 }
 
 # case -> (node named by the refusal, substring of the reason); None: no node applies
@@ -150,3 +154,20 @@ def test_keras_cli_measure_and_inspect(tmp_path):
     assert rel(res["classifier"]["trace"], entry["classifier"]["trace"]) < 1e-5
     r = CliRunner().invoke(main, ["inspect", str(FIXTURES / REFS["refuse_mlp_after_gap"]["file"])])
     assert r.exit_code == 2 and "hidden_1/Relu" in r.output
+
+
+def test_keras_pointwise_map_of_another_rank_refused():
+    """Shape inference does not follow tf2onnx's Reshape back to the map: its rank is checked
+    on the fetched tensors (a map that is not 4-D is refused, not misread)."""
+    from onnxflat.errors import ModelError
+    from onnxflat.runtime import Extractor
+    path = FIXTURES / REFS["dense_pointwise_swish_nhwc"]["file"]
+    head = analyze(path)
+    conv = head.layers[0].conv
+    assert conv.op == "MatMul" and conv.output.endswith("Tensordot:0")
+    extractor = Extractor(onnx.load(path), head, device="cpu")
+    x, _ = data("keras")
+    out = extractor.run(x[:4])
+    out[conv.output] = out[conv.output].reshape(4, -1, conv.out_channels)
+    with pytest.raises(ModelError, match="not a 4-D map"):
+        extractor._check_shapes(out, 4)

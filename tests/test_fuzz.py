@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -99,15 +100,47 @@ def run_case(args, folder: Path, label: str) -> tuple[int, str]:
 
 def model_cases(folder: Path, n: int):
     """(case index, path, label) of n mutated models, written one after another."""
-    raws = [p.read_bytes() for p in MODELS if p.exists()]
+    bases = {p.name: p.read_bytes() for p in MODELS if p.exists()}
+    bases["computed weights"] = computed_weights().SerializeToString()
+    names = list(bases)
     for i in range(n):
         rng = np.random.default_rng([SEED, 0, i])
-        k = int(rng.integers(len(raws)))
-        raw, what = mutate_model(raws[k], rng)
+        k = int(rng.integers(len(names)))
+        raw, what = mutate_model(bases[names[k]], rng)
         (folder / "w.bin").write_bytes(rng.bytes(int(rng.integers(0, 8192))))
         path = folder / f"m{i % 2}.onnx"
         path.write_bytes(raw)
-        yield i, path, f"model case {i} ({MODELS[k].name}: {what})"
+        yield i, path, f"model case {i} ({names[k]}: {what})"
+
+
+def computed_weights() -> onnx.ModelProto:
+    """The sample with its weights computed in the graph (int8 behind DequantizeLinear, a
+    ConstantOfShape fill, float16 behind Cast), so the mutations reach the constant folding."""
+    from onnx import TensorProto, helper, numpy_helper
+    m = onnx.load(MODELS[0])
+    nodes = []
+    for k, t in enumerate(list(m.graph.initializer)):
+        w = numpy_helper.to_array(t)
+        m.graph.initializer.remove(t)
+        if k % 3 == 0:
+            scale = np.float32(np.abs(w).max() / 100 + 1e-8)
+            m.graph.initializer.extend([
+                numpy_helper.from_array(np.round(w / scale).astype(np.int8), t.name + "_q"),
+                numpy_helper.from_array(scale, t.name + "_s")])
+            nodes.append(helper.make_node("DequantizeLinear", [t.name + "_q", t.name + "_s"],
+                                          [t.name]))
+        elif k % 3 == 1:
+            m.graph.initializer.append(numpy_helper.from_array(np.array(w.shape), t.name + "_n"))
+            nodes.append(helper.make_node("ConstantOfShape", [t.name + "_n"], [t.name],
+                                          value=numpy_helper.from_array(w.ravel()[:1])))
+        else:
+            m.graph.initializer.append(numpy_helper.from_array(w.astype(np.float16),
+                                                               t.name + "_h"))
+            nodes.append(helper.make_node("Cast", [t.name + "_h"], [t.name],
+                                          to=TensorProto.FLOAT))
+    for k, n in enumerate(nodes):
+        m.graph.node.insert(k, n)
+    return m
 
 
 def test_fuzz_models(tmp_path, small):

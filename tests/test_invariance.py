@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import onnxflat
 
-from .zoo import Head, export, fold_bn_into_conv
+from .zoo import ConvNeXtBlock, Head, export, fold_bn_into_conv
 
 
 def _save(model, tmp_path, name, **kw):
@@ -47,6 +47,25 @@ def test_kappa_invariant_under_filter_rescaling(tmp_path, xy):
     assert b.layers[0].kappa == pytest.approx(a.layers[0].kappa, rel=1e-5)
     assert b.layers[0].trace != pytest.approx(a.layers[0].trace, rel=1e-2)
     assert b.layers[0].kappa_layerwise != pytest.approx(a.layers[0].kappa_layerwise, rel=1e-2)
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), nn.ReLU()], ids=["gelu", "relu"])
+def test_pointwise_kappa_invariant_under_filter_rescaling(act, tmp_path, xy):
+    """ConvNeXt's pwconv2 (a MatMul): column j of the stored W (row j of torch's weight) and
+    its bias scaled by lam_j, the layer scale by 1/lam_j: the same function, the same kappa."""
+    base = ConvNeXtBlock(act, seed=4).eval()
+    scaled = copy.deepcopy(base)
+    lam = torch.tensor([0.5, 2.0, 3.0, 0.25, 1.5, 4.0])
+    with torch.no_grad():
+        scaled.pw2.weight.mul_(lam[:, None])
+        scaled.pw2.bias.mul_(lam)
+        scaled.gamma.div_(lam)
+    a = onnxflat.measure(_save(base, tmp_path, "a"), *xy)
+    b = onnxflat.measure(_save(scaled, tmp_path, "b"), *xy)
+    assert a.layers[0].description.startswith("MatMul")
+    assert b.loss == pytest.approx(a.loss, rel=1e-6)
+    assert b.layers[0].kappa == pytest.approx(a.layers[0].kappa, rel=1e-5)
+    assert b.layers[0].trace != pytest.approx(a.layers[0].trace, rel=1e-2)
 
 
 def test_classifier_kappa_invariant_under_feature_rescaling(tmp_path, xy):

@@ -466,3 +466,42 @@ def test_timm_refusals_name_the_last_block(name, block, reason):
     with pytest.raises(HeadNotFoundError) as exc:
         analyze_model(proto)
     assert exc.value.node.startswith(block) and reason in exc.value.reason, exc.value
+
+
+def test_bfloat16_model_noted_and_refused_by_the_runtime(tmp_path, xy):
+    """A whole-model bfloat16 conversion: the analysis notes the precision; onnxruntime's CPU
+    build has no bfloat16 Conv, which is told as the model's problem (exit 2)."""
+    import ml_dtypes
+    m = sample()
+    for t in m.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(
+            numpy_helper.to_array(t).astype(ml_dtypes.bfloat16), t.name))
+    m.graph.node[0].input[0] = "image_bf16"
+    m.graph.node.insert(0, helper.make_node("Cast", ["image"], ["image_bf16"],
+                                            to=TensorProto.BFLOAT16))
+    m.graph.node[-1].output[0] = "logits_bf16"
+    m.graph.node.append(helper.make_node("Cast", ["logits_bf16"], ["logits"],
+                                         to=TensorProto.FLOAT))
+    (layer,) = analyze_model(m).layers
+    assert "stored as bfloat16" in layer.conv.describe()
+    assert "bfloat16 activations" in layer.conv.describe()
+    path = tmp_path / "bf16.onnx"
+    onnx.save(m, path)
+    with pytest.raises(ModelError, match="onnxruntime"):
+        onnxflat.measure(path, *xy)
+
+
+def test_measured_kernel_named_in_inspect_json(tmp_path):
+    from click.testing import CliRunner
+
+    from onnxflat.cli import main
+    m = stored_as(sample(), lambda name, w: (
+        [numpy_helper.from_array(w.astype(np.float16), name + "_half")],
+        [helper.make_node("Cast", [name + "_half"], [name], to=TensorProto.FLOAT)]))
+    onnx.save(m, tmp_path / "m.onnx")
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.onnx"), "--json",
+                                  str(tmp_path / "h.json")])
+    assert r.exit_code == 0 and "measured kernel: stored as float16" in r.output
+    import json
+    (layer,) = json.loads((tmp_path / "h.json").read_text())["layers"]
+    assert "measured kernel: stored as float16" in layer["summary"]

@@ -29,6 +29,7 @@ class Body(nn.Module):
                     "avg_max": 12}.get(pool, 6)
         self.fc = nn.Linear(features, 5)
         self.norm = nn.LayerNorm(6)
+        self.register_buffer("mix", torch.randn(HW, HW))
         self.mid, self.pool, self.tail = mid, pool, tail
 
     def forward(self, x):
@@ -43,10 +44,15 @@ class Body(nn.Module):
             a = a.int().float()
         elif self.mid == "channel_sum":
             a = a + a.sum(1, keepdim=True)
+        elif self.mid == "matmul_width":  # a constant MatMul over W of an NCHW map
+            a = a @ self.mix
+        elif self.mid == "matmul_gram":  # a MatMul of two conv-dependent tensors
+            a = a @ a.transpose(2, 3)
         g = {"gap": lambda: F.adaptive_avg_pool2d(a, 1), "avg2": lambda: F.avg_pool2d(a, 2),
              "max": lambda: F.adaptive_max_pool2d(a, 1),
              "input_gap": lambda: F.adaptive_avg_pool2d(x, 1),
              "mean_c": lambda: a.mean(1, keepdim=True),
+             "tokens": lambda: self.fc1(a.flatten(2).transpose(1, 2)).mean(1),
              "avg_max": lambda: torch.cat([F.adaptive_avg_pool2d(a, 1),
                                            F.adaptive_max_pool2d(a, 1)], 1)}[self.pool]().flatten(1)
         if self.tail == "mlp":
@@ -84,6 +90,11 @@ CASES = [  # (id, model, (op, index) of the node named, reason fragment)
     ("avg_and_max_pool_concat", lambda: Body(pool="avg_max"), ("Concat", 0),
      "Concat after the pooling"),
     ("channel_sum_on_path", lambda: Body("channel_sum"), ("ReduceSum", 0), "reduces axes"),
+    ("matmul_over_width", lambda: Body("matmul_width"), ("MatMul", 0),
+     "not a pointwise layer over channels"),
+    ("matmul_of_two_maps", lambda: Body("matmul_gram"), ("MatMul", 0),
+     "MatMul weight (right operand) is not a constant"),
+    ("matmul_on_tokens", lambda: Body(pool="tokens"), ("MatMul", 0), "has rank 3"),
 ]
 
 

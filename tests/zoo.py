@@ -167,6 +167,37 @@ class ResidualNd(nn.Module):
         self.bn1 = self.bn2 = nn.Identity()
         if self.short is not None:
             self.short, self.bn_s = fuse(self.short, self.bn_s), nn.Identity()
+class ConvNeXtBlock(nn.Module):
+    """A ConvNeXt stage's last block as the head: patchify stem -> depthwise 7x7 -> NHWC ->
+    LayerNorm -> Linear (pwconv1) -> act -> Linear (pwconv2: the head layer, a MatMul over
+    the channel axis) -> layer scale -> NCHW -> residual add -> pooling -> classifier.
+    ``scale_nchw``: the layer scale after the permute back, a ``(C, 1, 1)`` constant
+    (torchvision's CNBlock), else before it (the paper, timm)."""
+
+    def __init__(self, act=None, *, c=6, expand=4, classes=5, scale_nchw=False, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Conv2d(3, c, 2, stride=2)
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pw1 = nn.Linear(c, expand * c)
+        self.act = act if act is not None else nn.GELU()
+        self.pw2 = nn.Linear(expand * c, c)
+        self.gamma = nn.Parameter(0.5 + torch.rand(c))
+        self.scale_nchw = scale_nchw
+        self.fc = nn.Linear(c, classes)
+        with torch.no_grad():
+            self.pw2.weight.mul_(2.0)
+            self.fc.weight.mul_(3.0)
+
+    def forward(self, x):
+        h = self.stem(x)
+        y = self.pw2(self.act(self.pw1(self.norm(self.dw(h).permute(0, 2, 3, 1)))))
+        if self.scale_nchw:
+            y = self.gamma[:, None, None] * y.permute(0, 3, 1, 2)
+        else:
+            y = (self.gamma * y).permute(0, 3, 1, 2)
+        return self.fc(F.adaptive_avg_pool2d(h + y, 1).flatten(1))
 
 
 class WithSoftmax(nn.Module):
@@ -250,6 +281,16 @@ CASES = [
     Case("dynamo_conv3d_residual_identity_relu",
          lambda: ResidualNd(3, nn.ReLU(), project=False, groups=4, dilation=2),
          ["conv2.weight"], dynamo=True, sample=(3, 4, 6, 6)),
+    # GELU before the head layer: onnx's reference Gelu (its function body) has float32
+    # constants, so the float64 patches it computes are 1e-10 away from torch's
+    Case("convnext_pointwise_gelu", lambda: ConvNeXtBlock(nn.GELU()), ["pw2.weight"],
+         f64_tol=1e-8),
+    Case("convnext_pointwise_relu_scale_nchw", lambda: ConvNeXtBlock(nn.ReLU(), scale_nchw=True),
+         ["pw2.weight"]),
+    Case("dynamo_convnext_pointwise_gelu", lambda: ConvNeXtBlock(nn.GELU(), scale_nchw=True),
+         ["pw2.weight"], dynamo=True, f64_tol=1e-8),
+    Case("dynamo_convnext_pointwise_relu", lambda: ConvNeXtBlock(nn.ReLU()), ["pw2.weight"],
+         dynamo=True),
 ]
 
 

@@ -26,11 +26,14 @@ def stored_conv(proto: onnx.ModelProto, kernel: np.ndarray) -> tuple[str, np.nda
     ``kernel`` is in ONNX layout ``(C_out, C_in/g, *k)``; the stored one may have extra unit
     axes (tf2onnx writes a Conv1D as a 1 x k Conv). Exporters fold per-channel
     scales (a BatchNormalization right after the conv) into the stored kernel; the
-    references must differentiate the kernel as stored, so they need ``s``.
+    references must differentiate the kernel as stored, so they need ``s``. A pointwise
+    MatMul's weight ``W`` ``(C_in, C_out)`` is the kernel ``W^T`` of a 1x1 conv.
     """
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     for node in proto.graph.node:
-        w = inits.get(node.input[1]) if node.op_type == "Conv" else None
+        w = inits.get(node.input[1]) if node.op_type in ("Conv", "MatMul") else None
+        if node.op_type == "MatMul" and w is not None and w.ndim == 2:
+            w = w.T[:, :, None, None]
         if w is None or w.shape[:2] != kernel.shape[:2] or [
                 d for d in w.shape[2:] if d != 1] != [d for d in kernel.shape[2:] if d != 1]:
             continue

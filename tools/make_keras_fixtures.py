@@ -165,6 +165,17 @@ def conv1d_residual_leaky(x, ref):
     s = L.Conv1D(6, 3, padding="same", activation="relu", name="stem")(x)
     h = L.Conv1D(6, 5, padding="same", name="head_conv")(s)
     return head1d(L.LeakyReLU(negative_slope=0.1)(L.Add()([h, s])), ref)
+def dense_pointwise_residual(x, ref):
+    # Dense on a feature map: tf2onnx's Tensordot (Reshape to rows -> MatMul -> Reshape back);
+    # the last Dense is the head layer, the first one's output its patches
+    s = stem(x, width=6)
+    h = L.Dense(6, name="head_conv")(L.Dense(12, activation="relu", name="pw1")(s))
+    return head(L.ReLU()(L.Add()([h, s])), ref)
+
+
+def dense_pointwise_swish(x, ref):
+    h = L.Dense(12, activation="relu", name="pw1")(stem(x))
+    return head(L.Dense(6, activation="swish", name="head_conv")(h), ref)
 
 
 # Refusals: the analyzer must name a node and a reason (asserted by the tests).
@@ -236,6 +247,8 @@ CASES = [
     Case("refuse_flatten_dense", flatten_dense, 13, measured=False),
     Case("refuse_global_max_pool", global_max_pool, 13, measured=False),
     Case("refuse_squeeze_excitation", squeeze_excitation, 13, measured=False),
+    Case("dense_pointwise_residual", dense_pointwise_residual, 13),
+    Case("dense_pointwise_swish_nhwc", dense_pointwise_swish, 18, options=(NO_TRANSPOSE_OPT,)),
 ]
 
 
@@ -353,7 +366,10 @@ def references(case: Case, model32: keras.Model, proto: onnx.ModelProto, x, y) -
         depthwise = isinstance(layer, L.DepthwiseConv2D)
         kind = "pointwise_kernel" if isinstance(layer, L.SeparableConv2D) else "kernel"
         var = getattr(layer, kind)
-        kernel = onnx_layout(getattr(model32.get_layer(name), kind).numpy(), depthwise)
+        kernel = getattr(model32.get_layer(name), kind).numpy()
+        if isinstance(layer, L.Dense):  # on a feature map: a 1x1 conv (a MatMul in the file)
+            kernel = kernel[None, None]
+        kernel = onnx_layout(kernel, depthwise)
         node, s = stored_conv(proto, kernel)
         tr, kappa, k2 = hessian_measures(model64, x64, y64, var, s, depthwise)
         out["layers"].append({"keras_layer": name, "onnx_conv": node, "trace": tr,

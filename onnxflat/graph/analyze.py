@@ -17,17 +17,19 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import (UNIT, Classifier, Conv, Head, Layer, Operand, Pooling, Step,
+from .head import (NHWC, UNIT, Classifier, Conv, Head, Layer, Operand, Pooling, Step,
                    channel_first, layout_name)
 from .model import GraphIndex, load_model
-from .patterns import (BINARY, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING, POOLING_OPS, RESHAPES,
-                       TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx, Match, channelwise_step,
-                       linear_step, pooling_axes)
+from .patterns import (BINARY, LAYER_NOTES, NONLINEAR_AFTER_POOL, NOT_AVERAGE_POOLING,
+                       POOLING_OPS, RESHAPES, TERMINAL, UNARY, UNARY_WITH_ATTRS, Affine, Ctx,
+                       Match, channelwise_step, linear_step, pooling_axes)
 
 # Consumers that read only a tensor's shape, never its values: they are not a path.
 SHAPE_ONLY = ("Shape", "Size")
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
+# Nodes whose weight the measures differentiate: a Conv, or a MatMul over the channel axis.
+LAYER_OPS = tuple(LAYER_NOTES)
 # Ops that quantize activations or compute on quantized ones. On the head's path they make
 # the loss piecewise constant in the kernel (zero derivatives almost everywhere): such
 # models are refused; weights stored as integers behind DequantizeLinear are folded instead.
@@ -167,7 +169,7 @@ def _nearest_refusal(ix: GraphIndex, pool: onnx.NodeProto, convs: list[onnx.Node
     """The refusal to report when no conv qualifies: that of the conv nearest the pooling
     (last in graph order), passing over convs that only feed another conv and the convs of a
     gate on a 1x1 map (a squeeze-excitation's), which are no head candidates."""
-    conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type == "Conv"}
+    conv_names = {GraphIndex.node_name(n) for n in ix.nodes if n.op_type in LAYER_OPS}
     pooled = ix.static_dims(pool.input[0])
 
     def on_1x1(conv: onnx.NodeProto) -> bool:
@@ -182,7 +184,8 @@ def _nearest_refusal(ix: GraphIndex, pool: onnx.NodeProto, convs: list[onnx.Node
 
 def _convs_upstream(ix: GraphIndex, start: str
                     ) -> tuple[list[onnx.NodeProto], list[Match], list[Match]]:
-    """Convs reachable backwards from ``start`` through channel-wise nodes, in graph order;
+    """Layer nodes (Conv, pointwise MatMul) reachable backwards from ``start`` through
+    channel-wise nodes, in graph order;
     the refusals at the other nodes reached, and at those that quantize activations."""
     convs, blockers, quantized, seen, stack = {}, [], [], set(), [start]
     while stack:
@@ -191,7 +194,7 @@ def _convs_upstream(ix: GraphIndex, start: str
         if t in seen or node is None or ix.is_const(t):
             continue
         seen.add(t)
-        if node.op_type == "Conv":
+        if node.op_type in LAYER_OPS or _tensordot(ix, node) is not None:
             convs[id(node)] = node
         elif node.op_type in CHANNELWISE_OPS:
             stack.extend(i for i in node.input if i)
@@ -206,6 +209,10 @@ def _convs_upstream(ix: GraphIndex, start: str
 
 
 def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+    if node.op_type == "MatMul":
+        return _pointwise(ix, node)
+    if node.op_type == "Reshape":
+        return _pointwise(ix, _tensordot(ix, node), back=node)
     a = ix.attrs(node)
     k = ix.const(node.input[1])
     if k is None:
@@ -242,6 +249,57 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
 def _per_axis(values, default: int, n: int) -> tuple[int, ...]:
     """An attribute with ``n`` entries (``default`` each when absent)."""
     return (default,) * n if values is None else tuple(int(v) for v in values)
+def _tensordot(ix: GraphIndex, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The MatMul of tf2onnx's spelling of a Dense on a feature map (TF's Tensordot),
+    ``Reshape(x, [-1, C_in]) -> MatMul -> Reshape`` back, when ``node`` is its last Reshape."""
+    if node.op_type != "Reshape":
+        return None
+    mm = ix.producer.get(node.input[0])
+    if mm is None or mm.op_type != "MatMul":
+        return None
+    flat = ix.producer.get(mm.input[0])
+    return mm if flat is not None and flat.op_type == "Reshape" else None
+
+
+def _pointwise(ix: GraphIndex, mm: onnx.NodeProto, back: onnx.NodeProto | None = None) -> Match:
+    """A MatMul ``x @ W`` over the last axis of a 4-D tensor as a 1x1 conv with kernel
+    ``W^T`` (ConvNeXt's pwconv, Keras Dense on a feature map); ``back``: the Reshape that
+    restores the map after a MatMul on its rows (see :func:`_tensordot`). Whether the other
+    axes are the positions is checked at the pooling, like any layout; a rank the shape
+    inference does not know is checked at run time."""
+    w = ix.const(mm.input[1])
+    if w is None:
+        return Match.fail(mm, "the MatMul weight (right operand) is not a constant: not a "
+                              "pointwise layer")
+    if w.ndim != 2:
+        return Match.fail(mm, f"the MatMul weight has rank {w.ndim}: a pointwise layer needs "
+                              "a 2-D constant (C_in x C_out) on the right")
+    x, out = mm.input[0], mm.output[0]
+    if back is not None:
+        flat = ix.producer[x]
+        target = ix.const(flat.input[1])
+        if target is None or target.shape != (2,) or int(target[1]) != w.shape[0]:
+            return Match.fail(flat, f"the Reshape before MatMul '{GraphIndex.node_name(mm)}' "
+                                    f"does not make rows of {w.shape[0]} channels")
+        users = [n for n in ix.consumers.get(out, []) if n.op_type not in SHAPE_ONLY]
+        if len(users) != 1 or users[0] is not back:
+            return Match.fail(mm, "the MatMul rows feed other nodes than the Reshape back to "
+                                  "the map")
+        x, out = flat.input[0], back.output[0]
+    for name in (x, out):
+        dims = ix.static_dims(name)
+        if dims is not None and len(dims) != 4:
+            return Match.fail(mm, f"the MatMul {'input' if name == x else 'output'} '{name}' "
+                                  f"has rank {len(dims)}: a pointwise layer needs 4-D "
+                                  "(N, H, W, C) maps")
+    c_in = (ix.static_dims(x) or (None,))[-1]
+    if isinstance(c_in, int) and c_in != w.shape[0]:
+        return Match.fail(mm, f"the MatMul input '{x}' has {c_in} channels, its weight "
+                              f"{w.shape[0]} rows")
+    return Match(Conv(
+        notes=_precision_notes(ix, mm), node=GraphIndex.node_name(mm), input=x, output=out,
+        kernel=np.asarray(w, np.float64).T[:, :, None, None], bias=None, strides=(1, 1),
+        pads=(0, 0, 0, 0), dilations=(1, 1), groups=1, op="MatMul", layout=NHWC))
 # What float16 arithmetic costs the measures: on the sample model they agree with the float32
 # model to 3e-4 relative (tests/test_real_world.py holds them to this bound).
 FLOAT16_TOLERANCE = 1e-3
@@ -254,11 +312,12 @@ def _precision_notes(ix: GraphIndex, node: onnx.NodeProto) -> tuple[str, ...]:
     origin = ix.origin(node.input[1])
     if origin:
         notes.append(f"measured kernel: {origin}")
-    low = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}.get(
-        ix.elem_type(node.output[0]))
-    if low:
-        notes.append(f"{low} activations: measures within {FLOAT16_TOLERANCE:g} of the "
+    kind = ix.elem_type(node.output[0])
+    if kind == onnx.TensorProto.FLOAT16:
+        notes.append(f"float16 activations: measures within {FLOAT16_TOLERANCE:g} of the "
                      "float32 model's")
+    elif kind == onnx.TensorProto.BFLOAT16:
+        notes.append("bfloat16 activations: 8 significant bits, no tolerance tested")
     return tuple(notes)
 
 
@@ -289,7 +348,7 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
         return m
     conv = m.value
     c_out = conv.out_channels
-    layout = {conv.output: channel_first(conv.kernel.ndim)}
+    layout = {conv.output: conv.layout}
     chans = {conv.output: _Channels(tuple(range(c_out)), tuple(range(c_out)), c_out)}
     steps: list[Step] = []
     frontier = _Frontier(ix, ix.consumers.get(conv.output, []))
@@ -366,6 +425,11 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
         return m
     spatial = {ax for ax in lay if ax >= 2}  # a squeezed spatial axis (size 1) is missing
     if lay[0] != 0 or {lay[i] for i in m.value} - {UNIT} != spatial:
+        if conv.op == "MatMul":
+            return Match.fail(conv.node, f"the MatMul mixes the last axis of its input, and "
+                                         f"{pool.op_type} '{GraphIndex.node_name(pool)}' "
+                                         f"averages its output over other axes than the two "
+                                         f"before it: not a pointwise layer over channels")
         return Match.fail(pool, f"{pool.op_type} averages axes {list(m.value)} of a tensor in "
                                 f"layout {layout_name(lay)}: not the conv's spatial axes")
     ch = chans[a_in]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NCHW = (0, 1, 2, 3)
+NHWC = (0, 2, 3, 1)
 # Layout entry of an axis that holds no axis of the conv output (a unit axis an Unsqueeze added).
 UNIT = -1
 # Names of the spatial axes by spatial rank (1-D: sequences, 2-D: images, 3-D: clips/volumes).
@@ -38,6 +39,11 @@ class Conv:
     axes: ``(k,)``, ``(kh, kw)``, ``(kd, kh, kw)``); bias: ``(C_out,)`` or None. strides and
     dilations: one per spatial axis; pads: ``(begin..., end...)``, two per spatial axis, as
     ONNX writes them (kept with ``auto_pad`` and resolved per batch when that is set).
+    op: ``"Conv"``, or ``"MatMul"`` for a pointwise layer ``x @ W`` over the last axis of a
+    4-D tensor (``W`` ``(C_in, C_out)`` stored in the file, ``kernel = W^T`` as
+    ``(C_out, C_in, 1, 1)``: the filters are the columns of ``W``).
+    layout: layout of both the input and output tensors (for each axis, the channel-first
+    axis it holds): None for Conv (channel-first, as its kernel's rank), NHWC for MatMul.
     kernel is the float kernel the graph computes with: an integer kernel behind
     DequantizeLinear is dequantized, a float16 one widened (``notes`` says so).
     """
@@ -55,6 +61,16 @@ class Conv:
     # How the kernel or the activations differ from plain float32 (dequantized kernel,
     # float16 storage or arithmetic), shown with the layer.
     notes: tuple[str, ...] = ()
+    op: str = "Conv"
+    layout: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.layout is None:
+            object.__setattr__(self, "layout", channel_first(self.kernel.ndim))
+
+    def nchw(self, shape: tuple) -> tuple:
+        """A shape of the layer's input or output tensor, channel-first (N, C, spatial...)."""
+        return tuple(shape[self.layout.index(i)] for i in range(len(self.layout)))
 
     @property
     def out_channels(self) -> int:
@@ -72,6 +88,8 @@ class Conv:
     def describe(self) -> str:
         co, ci = self.kernel.shape[:2]
         ones = (1,) * self.spatial_rank
+        if self.op != "Conv":
+            return f"{self.op} '{self.node}' {ci}->{co} (pointwise, {layout_name(self.layout)})"
         extra = []
         if tuple(self.strides) != ones:
             extra.append(f"stride {_by(self.strides)}")

@@ -78,6 +78,16 @@ BINARY = {"Add": "add", "Sum": "add", "Sub": "sub", "Mul": "mul", "Div": "div", 
           "PRelu": "prelu", "Pow": "pow"}
 
 
+# The layers whose weight the measures differentiate (rendered into docs/patterns.md).
+LAYER_NOTES = {
+    "Conv": "2-D, constant kernel and bias (or none); any stride, padding, dilation, groups",
+    "MatMul": "pointwise layer `x @ W` (ConvNeXt's pwconv, Keras Dense on a feature map): a "
+              "constant 2-D `W` (C_in x C_out) on the right of a 4-D input whose last axis it "
+              "mixes, the pooling averaging the two axes before it (NHWC); a 1x1 conv with "
+              "kernel `W^T` (filters: the columns of the stored `W`); a bias Add after it is a "
+              "channel-wise step",
+}
+
 # Conditions of the rules below, in words (rendered into docs/patterns.md).
 CHANNELWISE_NOTES = {
     "unary": "elementwise on the conv-dependent tensor; attributes as in the ONNX spec",

@@ -89,7 +89,7 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     """``phi'`` and ``phi''`` ``(N, C_out, P)`` (``phi''`` None when identically 0), computed
     in ``dtype`` (default float64)."""
     dtype = xp.float64 if dtype is None else dtype
-    z = xp.astype(xp.asarray(tensors[layer.conv.output]), dtype)
+    z = xp.astype(xp.asarray(tensors[layer.conv.output]), dtype, copy=False)
     env = {layer.conv.output: jets.Jet(z, xp.ones_like(z))}
     dev = _device(z)
     for step in layer.steps:
@@ -100,7 +100,7 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
             elif op.kind == "const":
                 args.append(xp.asarray(op.value, dtype=dtype, device=dev))
             else:
-                args.append(xp.astype(xp.asarray(tensors[op.name]), dtype))
+                args.append(xp.astype(xp.asarray(tensors[op.name]), dtype, copy=False))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
         if step.fn not in RESHAPING and tuple(out.v.shape) != dep_shape:
@@ -117,8 +117,9 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
     if layer.jet_order:  # back to the conv's channel order
         final = jets.take(final, tuple(np.argsort(layer.jet_order).tolist()), axis=1)
     n, c = final.v.shape[0], final.v.shape[1]
-    d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype)
-    d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype)
+    d1 = xp.astype(xp.reshape(final.d1, (n, c, -1)), dtype, copy=False)
+    d2 = None if final.d2 is None else xp.astype(xp.reshape(final.d2, (n, c, -1)), dtype,
+                                                 copy=False)
     return d1, d2
 
 
@@ -173,13 +174,16 @@ class FlatnessAccumulator:
         return self._xp_consts[k]
 
     def _geom(self, layer: Layer, a_shape, z_shape) -> Geometry:
-        key = (layer.conv.node, tuple(a_shape[1:]), tuple(z_shape[2:]))
+        """The conv's geometry from its input and output shapes (in ``conv.layout``)."""
+        c = layer.conv
+        _, c_in, *size = c.nchw(a_shape)
+        out = tuple(c.nchw(z_shape)[2:])
+        key = (c.node, (c_in, *size), out)
         if key not in self._geometry:
-            c = layer.conv
             try:
-                self._geometry[key] = geometry(a_shape[1], tuple(a_shape[2:]), c.kernel.shape,
-                                               c.groups, tuple(z_shape[2:]), c.strides,
-                                               c.dilations, c.pads, c.auto_pad)
+                self._geometry[key] = geometry(c_in, tuple(size), c.kernel.shape, c.groups, out,
+                                               c.strides, c.dilations, c.pads, c.auto_pad,
+                                               channels_last=c.layout[1] != 1)
             except ValueError as exc:
                 raise NumericalError(f"conv '{c.node}': {exc}") from None
         return self._geometry[key]
@@ -312,7 +316,7 @@ class FlatnessAccumulator:
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
             d1, d2 = channelwise_derivatives(layer, _take(tensors, sl, n), xp, ft)
-            left, right, sq = filter_factors(xp.astype(a0[sl], ft), d1, geo, route)
+            left, right, sq = filter_factors(xp.astype(a0[sl], ft, copy=False), d1, geo, route)
             e = 0.0 if d2 is None else xp.sum(
                 xp.astype(d2, xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R

@@ -18,6 +18,9 @@ cheapest:
 
 ``||x_p||^2`` is ``diag(S)`` (pixel, patch) or ``sum_k u[i_k(p)]`` with ``u`` the squared
 norm of each input position's channels (vector).
+
+A channels-last input ``(N, H, W, C_in)`` (a pointwise MatMul layer, a 1x1 stride-1 conv)
+is its own patch matrix: ``X`` is a reshape, without a copy, and ``pixel`` is ``patch``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Geometry:
     index: ``(P, K)`` int array (``P`` output positions, ``K`` kernel offsets); entry
     ``[p, k]`` is the flat input position that offset ``k`` of output position ``p`` reads,
     or ``pixels`` (a zero sentinel) in the padding.
+    channels_last: the input is ``(N, *size, C_in)`` (only for 1x1, stride 1, no padding).
     """
 
     c_in: int
@@ -46,6 +50,8 @@ class Geometry:
     kernel: tuple[int, ...]
     groups: int
     index: np.ndarray
+    channels_last: bool = False
+    channels_last: bool = False
 
     @property
     def positions(self) -> int:
@@ -84,9 +90,12 @@ def resolve_pads(size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int,
 
 
 def geometry(c_in: int, size: tuple[int, ...], kernel_shape: tuple[int, ...], groups: int,
-             out: tuple[int, ...], strides, dilations, pads, auto_pad="NOTSET") -> Geometry:
+             out: tuple[int, ...], strides, dilations, pads, auto_pad="NOTSET",
+             channels_last: bool = False) -> Geometry:
     """Build the patch index of a conv over ``size`` (one entry per spatial axis) with an
-    output of spatial shape ``out``; checks that ``out`` matches ONNX's rule."""
+    output of spatial shape ``out``; checks that ``out`` matches ONNX's rule.
+    ``channels_last``: the input is channel-last (a pointwise layer: 1x1, stride 1, no
+    padding)."""
     c_out, cg, *kernel = (int(k) for k in kernel_shape)
     r = len(kernel)
     size, out = tuple(int(n) for n in size), tuple(int(o) for o in out)
@@ -111,7 +120,10 @@ def geometry(c_in: int, size: tuple[int, ...], kernel_shape: tuple[int, ...], gr
         flat = flat * size[i] + coord
     pixels = math.prod(size)
     index = np.where(inside, flat, pixels).reshape(math.prod(out), math.prod(kernel))
-    return Geometry(c_in, size, c_out, out, tuple(kernel), groups, index)
+    if channels_last and (index.shape[1] > 1 or not np.array_equal(index[:, 0],
+                                                                   np.arange(pixels))):
+        raise ValueError("a channels-last input needs a 1x1, stride-1 conv without padding")
+    return Geometry(c_in, size, c_out, out, tuple(kernel), groups, index, channels_last)
 
 
 def route_costs(g: Geometry, full: bool) -> dict[str, float]:
@@ -184,7 +196,8 @@ def _patch_gram(xp, a, g: Geometry):
 def filter_factors(a, d1, g: Geometry, route: str | None = None):
     """Thin factors of ``R`` and the squared patch norms for a batch.
 
-    a: ``(N, C_in, *size)`` conv input; d1: ``(N, C_out, P)`` = ``phi'``.
+    a: ``(N, C_in, *size)`` conv input (``(N, *size, C_in)`` if ``g.channels_last``);
+    d1: ``(N, C_out, P)`` = ``phi'``.
     Returns ``(L, Q, sq)`` with ``R = L Q^T`` ``(N, C_out, C_out)`` (never formed here; its
     diagonal is ``sum(L * Q, axis=2)``), L and Q ``(N, C_out, k)`` with ``k = P`` (pixel,
     patch: ``L = D S / P^2``, ``Q = D``) or ``k = d`` (vector: ``L = Q = V``); sq is
@@ -194,6 +207,13 @@ def filter_factors(a, d1, g: Geometry, route: str | None = None):
     xp = array_namespace(a, d1)
     route = route or choose_route(g, True)
     n, p = a.shape[0], g.positions
+    if g.channels_last:  # X (N, P, C_in) is the input itself
+        x = xp.reshape(a, (n, p, g.c_in))
+        sq = xp.reshape(xp.sum(x * x, axis=2), (n, 1, p))
+        if route == "vector":
+            v = xp.matmul(d1, x) / p
+            return v, v, sq
+        return xp.matmul(d1, xp.matmul(x, xp.permute_dims(x, (0, 2, 1)))) / (p * p), d1, sq
     if route in ("pixel", "patch"):
         if g.groups != 1:
             raise ValueError(f"route {route!r} needs groups = 1")

@@ -21,7 +21,8 @@ def head_dict(head: Head) -> dict:
                   "dtype": head.input_dtype},
         "layers": [{
             "conv": layer.conv.node,
-            "spatial_rank": layer.conv.spatial_rank,
+            "op": layer.conv.op, "spatial_rank": layer.conv.spatial_rank,
+            "conv_layout": layout_name(layer.conv.layout),
             "kernel_shape": list(layer.conv.kernel.shape),
             "strides": list(layer.conv.strides), "pads": list(layer.conv.pads),
             "dilations": list(layer.conv.dilations), "groups": layer.conv.groups,
