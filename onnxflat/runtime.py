@@ -266,9 +266,9 @@ class Extractor:
             for name in (conv.input, conv.output):
                 shape = tuple(out[name].shape) if name in out else None
                 if shape is not None and len(shape) != conv.kernel.ndim:
-                    raise ModelError(f"tensor '{name}' of conv '{conv.node}' has shape {shape}: "
-                                     f"not (N, C, ...) with the kernel's {conv.spatial_rank} "
-                                     "spatial axes")
+                    raise ModelError(f"tensor '{name}' of layer '{conv.node}' has shape "
+                                     f"{shape}: not a {conv.kernel.ndim}-D map (N, C and the "
+                                     f"kernel's {conv.spatial_rank} spatial axes)")
             z = out.get(conv.output)
             if z is not None and conv.nchw(tuple(z.shape))[1] != conv.out_channels:
                 raise ModelError(f"conv '{conv.node}' output '{conv.output}' has shape "
