@@ -1,12 +1,15 @@
-"""Content fingerprints (sha256) of model and data files, for checking that partial
-results were computed on the same inputs."""
+"""Content fingerprints (sha256) of model files and data, for checking that partial results
+and a gate's baseline were computed on the same inputs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 from .errors import OnnxflatError
 
@@ -41,3 +44,22 @@ def json_sha256(obj) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"))
                           .encode()).hexdigest()
+
+
+def array_sha256(x) -> str:
+    """sha256 of an array-like's dtype, shape and values (``x[i:j]`` row blocks of about 1
+    MiB; above ``FULL_HASH_LIMIT`` bytes, ``SAMPLES`` evenly spaced blocks), independent of
+    the file it was read from (a .npz member and a .npy file of one array agree)."""
+    dtype = np.dtype(x.dtype).newbyteorder("<")
+    shape = tuple(int(d) for d in x.shape)
+    h = hashlib.sha256(json.dumps([dtype.str, shape]).encode())
+    n = shape[0] if shape else 1
+    row_bytes = max(math.prod(shape[1:]) * dtype.itemsize, 1)
+    rows = max(1, CHUNK // row_bytes)
+    if n * row_bytes <= FULL_HASH_LIMIT:
+        starts = range(0, n, rows)
+    else:
+        starts = sorted({(n - rows) * k // (SAMPLES - 1) for k in range(SAMPLES)})
+    for s in starts:
+        h.update(np.ascontiguousarray(np.asarray(x[s:s + rows]), dtype).tobytes())
+    return h.hexdigest()

@@ -56,6 +56,29 @@ def test_compare_ranks_json_csv(tmp_path):
     assert rows[0]["kappa_rank"] == "2" and float(rows[1]["accuracy"]) > float(rows[0]["accuracy"])
 
 
+def test_compare_does_not_rank_a_model_near_chance(tmp_path):
+    from .zoo import randomized
+
+    random = randomized(MODEL, tmp_path / "random.onnx")
+    js, cs = tmp_path / "c.json", tmp_path / "c.csv"
+    r = CliRunner().invoke(main, ["compare", str(SHARP), str(random), str(MODEL), "--data",
+                                  str(TRAIN), "--json", str(js), "--csv", str(cs)])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[2].startswith(str(MODEL)) and lines[3].startswith(str(SHARP))
+    assert lines[4].startswith(f"{random} (near chance: not ranked)")
+    assert f"Not ranked, accuracy near chance (they do not fit the data): {random}." in lines
+    assert "lower is flatter" in r.stdout
+    assert "warning: random.onnx: accuracy" in r.stderr  # the warning names its model
+    doc = json.loads(js.read_text())
+    jsonschema.Draft202012Validator({**SCHEMA, "$ref": "#/$defs/comparison"}).validate(doc)
+    low = doc["models"][1]
+    assert low["near_chance"] and all(m["rank"] is None for m in low["measures"].values())
+    assert low["measures"]["kappa"]["value"] < doc["models"][2]["measures"]["kappa"]["value"]
+    rows = list(csv.DictReader(io.StringIO(cs.read_text())))
+    assert [row["near_chance"] for row in rows] == ["False", "True", "False"]
+
+
 def test_compare_subprocess_and_bad_input(tmp_path):
     ok = run_cli("compare", MODEL, SHARP, "--data", TRAIN, "--sort", "trace", "--limit", "300")
     assert ok.returncode == 0, ok.stderr

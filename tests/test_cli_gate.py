@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
 
 import onnxflat
 from onnxflat.cli import main
@@ -343,15 +342,9 @@ def test_torchscript_baseline_gates_dynamo_exports(dynamo_exports):
 def test_untrained_model_fails_on_accuracy(tmp_path):
     """An untrained (random) model is "flatter" than the trained one: the gate stops it on
     accuracy, with its own check lines, Markdown rows and annotations."""
-    proto = onnx.load(str(MODEL))
-    rng = np.random.default_rng(0)
-    for t in proto.graph.initializer:
-        a = numpy_helper.to_array(t)
-        fan_in = a[0].size if a.ndim > 1 else 1
-        t.CopyFrom(numpy_helper.from_array(
-            (rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(a.dtype), t.name))
-    random = tmp_path / "random.onnx"
-    onnx.save(proto, str(random))
+    from .zoo import randomized
+
+    random = randomized(MODEL, tmp_path / "random.onnx")
     summary = tmp_path / "summary.md"
     r = CliRunner().invoke(main, ["gate", str(random), "--data", str(TRAIN), "--baseline",
                                   str(BASELINE), "--max-increase", "10%", "--summary-md",
@@ -370,3 +363,53 @@ def test_untrained_model_fails_on_accuracy(tmp_path):
     off = CliRunner().invoke(main, ["gate", str(random), "--data", str(TRAIN), "--baseline",
                                     str(BASELINE), "--max-accuracy-drop", "off"])
     assert off.exit_code == 0, off.output
+
+
+def test_data_fingerprint_is_over_contents_and_selection(tmp_path):
+    from onnxflat.data import DataSpec
+
+    with np.load(TRAIN) as z:
+        x, y = z["x"], z["y"]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "plain.npz", inputs=x, targets=y)  # uncompressed, other keys
+    pair = DataSpec(str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy"))
+    npz = DataSpec(str(TRAIN))
+    plain = DataSpec(str(tmp_path / "plain.npz"), x_key="inputs", y_key="targets")
+    assert pair.fingerprint() == npz.fingerprint() == plain.fingerprint()
+    assert DataSpec(str(TRAIN), limit=500, seed=1).fingerprint() != npz.fingerprint()
+    x2 = x.copy()
+    x2[7, 0, 3, 3] += 1e-3
+    np.save(tmp_path / "x2.npy", x2)
+    edited = DataSpec(str(tmp_path / "x2.npy"), labels=str(tmp_path / "y.npy"))
+    a, b = edited.fingerprint_parts(), pair.fingerprint_parts()
+    assert [k for k in a if a[k] != b[k]] == ["samples"]
+
+
+@pytest.mark.parametrize("args, differs", [
+    (["--limit", "500", "--seed", "2"], "the selection of samples (--limit/--seed) differs "
+     "(baseline: digits_train.npz, --limit 500 --seed 1; this run: digits_train.npz, "
+     "--limit 500 --seed 2)"),
+    (["--labels", "{y}"], "the labels (y) differs"),
+])
+def test_other_data_is_refused_before_measuring(tmp_path, monkeypatch, args, differs):
+    base = tmp_path / "b.json"
+    r = CliRunner().invoke(main, ["measure", str(MODEL), "--data", str(TRAIN), "--limit", "500",
+                                  "--seed", "1", "--json", str(base)])
+    assert r.exit_code == 0, r.output
+    if "--labels" in args:  # the same inputs as a .npy pair, with other labels
+        with np.load(TRAIN) as z:
+            np.save(tmp_path / "x.npy", z["x"])
+            np.save(tmp_path / "y.npy", (z["y"] + 1) % 10)
+        args = ["--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                "--limit", "500", "--seed", "1"]
+    else:
+        args = ["--data", str(TRAIN), *args]
+
+    def never(*a, **k):
+        raise AssertionError("measured before checking the data")
+    monkeypatch.setattr("onnxflat.cli.gate.run_measure", never)
+    r = CliRunner().invoke(main, ["gate", str(MODEL), *args, "--baseline", str(base)])
+    assert r.exit_code == 2, r.output
+    assert f"measured on other data: {differs}" in r.output
+    assert "--limit/--seed" in r.output

@@ -345,3 +345,20 @@ def export(model: nn.Module, x: torch.Tensor, *, softmax=False, dynamo=False, ke
                           {"x": {0: "n", 2: "h", 3: "w"} if dynamic_hw else {0: "n"}},
                           do_constant_folding=not keep_bn, opset_version=opset)
     return onnx.load_from_string(buf.getvalue())
+
+
+def randomized(src, dst, seed: int = 0):
+    """The ONNX model at ``src`` with every initializer redrawn at random (scaled by 1/sqrt of
+    its fan-in): an untrained network of the same structure, saved at ``dst``."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    rng = np.random.default_rng(seed)
+    for t in proto.graph.initializer:
+        a = numpy_helper.to_array(t)
+        fan_in = a[0].size if a.ndim > 1 else 1
+        t.CopyFrom(numpy_helper.from_array(
+            (rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(a.dtype), t.name))
+    onnx.save(proto, str(dst))
+    return dst

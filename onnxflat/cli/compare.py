@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from ..errors import OnnxflatError
+from ..graph import analyze
+from ..measures.stats import chance_floor
 from ..report import compare as c
 from ..report import write_json
 from .app import guard, main
@@ -27,9 +29,10 @@ from .scale import engine_options
 def compare(models, data, run, sort, json_out, csv_out, scale):
     """Rank MODELS (checkpoints, a hyper-parameter sweep) by each measure on the same data.
 
-    Rank 1 is the flattest. kappa, trace and kappa_layerwise are totals over each head's
-    conv layers; classifier_* are the linear classifier's. Loss and accuracy are shown
-    beside them, with standard errors.
+    Rank 1 is the flattest (lower is flatter). kappa, trace and kappa_layerwise are totals
+    over each head's conv layers; classifier_* are the classifier's. Loss and accuracy are
+    shown beside them, with standard errors; a model whose accuracy is near chance is
+    marked and not ranked (it does not fit the data).
 
     \b
     Examples:
@@ -49,9 +52,13 @@ def compare(models, data, run, sort, json_out, csv_out, scale):
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")
-    comp = c.comparison(docs, data.name)
-    click.echo(f"data: {data.name}, {docs[0]['n_samples']} samples; rank 1 = flattest")
+    n = docs[0]["n_samples"]
+    low = [d["accuracy"] < chance_floor(n, analyze(m).classifier.num_classes)
+           for d, m in zip(docs, models)]
+    comp = c.comparison(docs, data.name, low)
+    click.echo(f"data: {data.name}, {n} samples; rank 1 = flattest")
     click.echo(c.table(comp, sort))
+    click.echo(c.legend(comp))
     if json_out:
         write_json(comp, json_out)
     if csv_out:

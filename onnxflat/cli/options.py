@@ -10,6 +10,7 @@ import functools
 import logging
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 
 import click
 
@@ -18,16 +19,20 @@ from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
 from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
 from ..errors import DataError
+from ..fingerprint import json_sha256
 from ..measures import Result
 
 log = logging.getLogger(__name__)
 
 DATA_HELP = """\b
 Data (--data): a .npz with x (model layout) and y (integer labels); a .npy of inputs with
---labels Y.npy (memory-mapped: streams data larger than RAM); or a folder with one
-sub-folder of images per class (sorted names = labels 0, 1, ...), preprocessed as:
-decode (grayscale or RGB, as the model's channels) -> --resize (default: the model's
-size) -> x --scale -> --channel-order -> (x - --mean) / --std -> --layout."""
+--labels Y.npy (streamed: data larger than RAM works); or a folder with one sub-folder of
+images per class (searched recursively; sorted names = labels 0, 1, ..., or --classes
+FILE), preprocessed as: decode (grayscale or RGB, as the model's channels) -> --resize H W
+(default: the model's size) or --resize-shorter S -> --center-crop H W -> x --scale ->
+--channel-order -> (x - --mean) / --std -> --layout. torchvision's Resize(256),
+CenterCrop(224), ToTensor(), Normalize(m, s) is --resize-shorter 256 --center-crop 224 224
+--mean m --std s."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class RunOptions:
 
 
 def _scale(ctx, param, value):
+    if value is None:
+        return None
     try:
         return parse_scale(value)
     except DataError as exc:
@@ -70,8 +77,22 @@ def data_options(fn):
         click.option("--y-key", default="y", show_default=True, help="Labels in the .npz."),
         click.option("--resize", nargs=2, type=click.IntRange(min=1), metavar="H W",
                      default=None, help="Images: resize to H x W (default: model input size)."),
-        click.option("--scale", default="1/255", show_default=True, callback=_scale,
-                     help="Images: multiply pixels by this (a number or fraction)."),
+        click.option("--resize-shorter", type=click.IntRange(min=1), metavar="S",
+                     help="Images: resize the shorter side to S, keeping the aspect ratio "
+                          "(torchvision's Resize(S)); needs --center-crop."),
+        click.option("--center-crop", nargs=2, type=click.IntRange(min=1), metavar="H W",
+                     default=None, help="Images: then crop the center H x W "
+                                        "(torchvision's CenterCrop)."),
+        click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False),
+                     help="Images: file naming each class folder's label (one folder name per "
+                          "line in label order, 'FOLDER LABEL' lines, or JSON), so a folder "
+                          "with a subset of the classes keeps the model's labels."),
+        click.option("--skip-bad", is_flag=True,
+                     help="Images: skip files that do not decode (counted in a warning) "
+                          "instead of stopping."),
+        click.option("--scale", callback=_scale, metavar="F",
+                     help="Multiply inputs by F (a number or fraction) [images: 1/255; "
+                          "arrays: 1, e.g. 1/255 for uint8 pixels]."),
         click.option("--mean", callback=_floats, metavar="M[,M,M]",
                      help="Images: subtract (per channel, after --scale)."),
         click.option("--std", callback=_floats, metavar="S[,S,S]",
@@ -87,12 +108,17 @@ def data_options(fn):
     ]
 
     @functools.wraps(fn)
-    def wrapper(*args, data_path, labels, x_key, y_key, resize, scale, mean, std, layout,
-                channel_order, limit, seed, **kwargs):
-        images = ImageOptions(size=tuple(resize) if resize else None, scale=scale, mean=mean,
-                              std=std, layout=layout, channel_order=channel_order)
+    def wrapper(*args, data_path, labels, x_key, y_key, resize, resize_shorter, center_crop,
+                classes_file, skip_bad, scale, mean, std, layout, channel_order, limit, seed,
+                **kwargs):
+        images = ImageOptions(size=tuple(resize) if resize else None,
+                              scale=scale or Fraction(1, 255), mean=mean, std=std,
+                              layout=layout, channel_order=channel_order,
+                              resize_shorter=resize_shorter,
+                              crop=tuple(center_crop) if center_crop else None,
+                              classes=classes_file, skip_bad=skip_bad)
         kwargs["data"] = DataSpec(data_path, labels=labels, x_key=x_key, y_key=y_key,
-                                  images=images, limit=limit, seed=seed)
+                                  images=images, limit=limit, seed=seed, scale=scale)
         return fn(*args, **kwargs)
 
     for option in reversed(options):
@@ -136,7 +162,8 @@ def fit_data(model: str, data: DataSpec) -> DataSpec:
     if data.kind != "images":
         return data
     from ..graph import analyze
-    return data.fit(analyze(model).input_shape)
+    head = analyze(model)
+    return data.fit(head.input_shape, head.classifier.num_classes)
 
 
 def progress_bar(total: int, model: str, quiet: bool):
@@ -148,10 +175,13 @@ def progress_bar(total: int, model: str, quiet: bool):
 
 
 def data_fingerprint(model: str, data: DataSpec) -> dict:
-    """What names the data a result was measured on: name, source (``DataSpec.describe``)
-    and sha256 (contents and options), which ``gate`` compares with its baseline's."""
+    """What names the data a result was measured on: name, source (``DataSpec.describe``),
+    sha256 (contents and options) and its parts (``DataSpec.fingerprint_parts``), which
+    ``gate`` compares with its baseline's."""
     data = fit_data(model, data)
-    return {"name": data.name, "source": data.describe(), "sha256": data.fingerprint()}
+    parts = data.fingerprint_parts()
+    return {"name": data.name, "source": data.describe(), "sha256": json_sha256(parts),
+            "parts": parts}
 
 
 def result_doc(res: Result, model: str, data: DataSpec, fingerprint: dict | None = None) -> dict:

@@ -7,6 +7,7 @@ import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,11 @@ class ArrayDataset:
     the batch, not by N.
     """
 
-    def __init__(self, x, y, name: str = "data", index: np.ndarray | None = None):
+    def __init__(self, x, y, name: str = "data", index: np.ndarray | None = None,
+                 scale: Fraction | None = None):
         self.name = name
         self.x = x
+        self.scale = scale  # inputs are multiplied by this (e.g. 1/255 for 8-bit pixels)
         self.y, self.onehot_width = _labels(y, name)
         # Optional sorted subset of sample indices, read lazily (files stay on disk).
         self.index = None if index is None else np.asarray(index, np.int64)
@@ -58,7 +61,7 @@ class ArrayDataset:
             idx = self.index[idx]
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self.y)):
             raise DataError(f"{self.name}: subset index out of range")
-        sub = ArrayDataset(self.x, self.y, self.name, idx)
+        sub = ArrayDataset(self.x, self.y, self.name, idx, self.scale)
         sub.onehot_width = self.onehot_width
         return sub
 
@@ -83,6 +86,10 @@ class ArrayDataset:
     def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1, got {batch_size}")
+        if self.x.dtype.kind in "iu" and self.scale is None:
+            log.warning("%s: x is %s, used as float32 without scaling (lossless): if the "
+                        "model expects inputs in [0, 1], give --scale 1/255 (or scale x "
+                        "yourself)", self.name, self.x.dtype)
         for s in range(0, len(self), batch_size):
             if self.index is None:
                 rows = np.arange(s, min(s + batch_size, len(self)))
@@ -93,6 +100,8 @@ class ArrayDataset:
             if xb.dtype != self.x_dtype:
                 _check_exact(xb, rows, self.name)
                 xb = xb.astype(self.x_dtype)
+            if self.scale is not None:
+                xb = (xb * (self.scale.numerator / self.scale.denominator)).astype(self.x_dtype)
             finite = np.isfinite(xb)
             if not finite.all():
                 i = int(rows[np.flatnonzero(~finite.reshape(len(xb), -1).all(axis=1))[0]])
@@ -105,12 +114,7 @@ def _check_x_dtype(x, name: str) -> np.dtype:
     dt = x.dtype
     if dt.kind == "f":
         return dt
-    if dt.kind in "iu":
-        if dt.itemsize <= 2:
-            log.warning("%s: x is %s; converting it to float32 (lossless)", name, dt)
-        else:
-            log.warning("%s: x is %s; converting it to float32, lossless up to |x| = 2**24 (a "
-                        "larger value is refused)", name, dt)
+    if dt.kind in "iu":  # lossless up to |x| = 2**24 (a larger value is refused)
         return np.dtype(np.float32)
     raise DataError(f"{name}: x has dtype {dt}; give floating-point (or integer) inputs")
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from ..fingerprint import file_sha256, json_sha256
+from ..fingerprint import array_sha256, json_sha256
 from .arrays import ArrayDataset, load_npy_pair, load_npz
 from .images import ImageFolder, ImageOptions
 
@@ -28,6 +29,7 @@ class DataSpec:
     ``path`` is a .npz file (inputs ``x_key``, labels ``y_key``), a .npy file of inputs
     (then ``labels`` is the .npy of labels) or a folder with one sub-folder of images per
     class. ``limit`` keeps a random subset of that many samples, drawn with ``seed``.
+    ``scale`` multiplies array inputs (image folders have their own, ``images.scale``).
     """
 
     path: str
@@ -37,6 +39,7 @@ class DataSpec:
     images: ImageOptions = ImageOptions()
     limit: int | None = None
     seed: int = 0
+    scale: Fraction | None = None
 
     @property
     def name(self) -> str:
@@ -52,15 +55,16 @@ class DataSpec:
             return "npy"
         return "npz"
 
-    def fit(self, input_shape) -> "DataSpec":
-        """Fill image options left open (channels, size) from the model input shape."""
+    def fit(self, input_shape, num_classes: int | None = None) -> "DataSpec":
+        """Fill image options left open (channels, size, the model's classes) from the
+        model."""
         if self.kind != "images":
             return self
         if len(input_shape) != 4:
             raise DataError(f"{self.name}: an image folder feeds models of 2-D images (N, C, H, "
                             f"W); this model takes {len(input_shape)}-axis inputs: give a .npz "
                             "or .npy of them")
-        return replace(self, images=self.images.fit(input_shape))
+        return replace(self, images=self.images.fit(input_shape, num_classes))
 
     def open(self) -> ArrayDataset:
         p = Path(self.path)
@@ -80,6 +84,8 @@ class DataSpec:
             ds = load_npy_pair(p, self.labels)
         else:
             ds = load_npz(p, self.x_key, self.y_key)
+        if kind != "images":
+            ds.scale = self.scale
         if self.limit is not None:
             ds = random_subset(ds, self.limit, self.seed)
         return ds
@@ -91,30 +97,48 @@ class DataSpec:
             out.update(x_key=self.x_key, y_key=self.y_key)
         elif out["kind"] == "npy":
             out.update(labels=self.labels)
-        else:
+        if out["kind"] != "images" and self.scale is not None:
+            out.update(scale=str(self.scale))
+        if out["kind"] == "images":
             o = self.images
             out.update(size=list(o.size) if o.size else None, scale=str(o.scale),
                        mean=list(o.mean) if o.mean else None, std=list(o.std) if o.std else None,
                        layout=o.layout, channel_order=o.channel_order, channels=o.channels)
+            if o.resize_shorter or o.crop:
+                out.update(resize_shorter=o.resize_shorter,
+                           center_crop=list(o.crop) if o.crop else None)
+            if o.classes:
+                out.update(classes=o.classes)
+            if o.skip_bad:
+                out.update(skip_bad=True)
         if self.limit is not None:
             out.update(limit=self.limit, seed=self.seed)
         return out
 
-    def fingerprint(self) -> str:
-        """sha256 over the file contents (image folders: file names and sizes) and the
-        options that select and shape the samples (not the paths, so a copy of the data on
-        another machine matches)."""
-        opts = {k: v for k, v in self.describe().items() if k not in ("path", "labels")}
-        kind = opts["kind"]
-        if kind == "images":
-            # Names and sizes only: every shard of an ImageNet-sized folder would otherwise
-            # read all of it to name it (an edit that keeps a file's size goes unnoticed).
-            root = Path(self.path)
-            files = sorted(f for f in root.rglob("*") if f.is_file())
-            content = [[f.relative_to(root).as_posix(), f.stat().st_size] for f in files]
+    def fingerprint_parts(self) -> dict[str, str]:
+        """sha256 of each part that decides the samples: ``samples`` (the values of x: a
+        .npz member and a .npy file of one array agree; an image folder: its image files'
+        names and sizes, so that no shard decodes all of it to name it), ``labels``,
+        ``selection`` (--limit, --seed) and ``preprocessing`` (the options that shape the
+        samples). Paths and file formats do not count: a copy of the data matches."""
+        ds = replace(self, limit=None).open()
+        x = ds.x
+        if isinstance(x, ImageFolder):
+            samples = json_sha256([[f.relative_to(x.root).as_posix(), f.stat().st_size]
+                                   for f in x.files])
         else:
-            content = [file_sha256(p) for p in (self.path, self.labels) if p is not None]
-        return json_sha256({"files": content, "options": opts})
+            samples = array_sha256(x)
+        shaping = {k: v for k, v in self.describe().items()
+                   if k not in ("path", "kind", "labels", "x_key", "y_key", "limit", "seed",
+                                "classes")}
+        return {"samples": samples, "labels": array_sha256(ds.y),
+                "selection": json_sha256({"limit": self.limit,
+                                          "seed": self.seed if self.limit else None}),
+                "preprocessing": json_sha256(shaping)}
+
+    def fingerprint(self) -> str:
+        """sha256 of :meth:`fingerprint_parts`."""
+        return json_sha256(self.fingerprint_parts())
 
 
 def open_data(spec: DataSpec | str | os.PathLike) -> ArrayDataset:

@@ -234,14 +234,30 @@ def match_layers(shapes: list[list[int]], baseline: dict) -> list[int]:
     return out
 
 
+DATA_PARTS = {"samples": "the samples (x)", "labels": "the labels (y)",
+              "selection": "the selection of samples (--limit/--seed)",
+              "preprocessing": "the preprocessing options"}
+
+
 def same_data(fingerprint: dict, baseline: dict) -> None:
-    """Refuse a baseline measured on other data (when both results name their data)."""
+    """Refuse a baseline measured on other data (when both results name their data), naming
+    the parts that differ (``DataSpec.fingerprint_parts``)."""
     new, old = fingerprint, baseline.get("data") or {}
-    if new.get("sha256") and old.get("sha256") and new["sha256"] != old["sha256"]:
-        raise GateInputError(
-            f"the baseline was measured on other data ({old.get('name')}, sha256 "
-            f"{old['sha256'][:12]}) than this run ({new.get('name')}, sha256 "
-            f"{new['sha256'][:12]}): a ratio is meaningful only on the same data and options")
+    if not (new.get("sha256") and old.get("sha256")) or new["sha256"] == old["sha256"]:
+        return
+    a, b = new.get("parts") or {}, old.get("parts") or {}
+    differ = [text for k, text in DATA_PARTS.items() if k in a and k in b and a[k] != b[k]]
+
+    def where(d: dict) -> str:
+        src = d.get("source") or {}
+        sel = f"--limit {src['limit']} --seed {src.get('seed')}" if src.get("limit") else \
+            "all samples"
+        return f"{d.get('name')}, {sel}"
+    raise GateInputError(
+        f"the baseline was measured on other data: {' and '.join(differ) or 'the data'} "
+        f"differ{'s' * (len(differ) == 1)} (baseline: {where(old)}; this run: {where(new)}); "
+        "a ratio is meaningful only on the same data: give the baseline's data, --limit/--seed "
+        "and preprocessing options (its data.source), or measure a new baseline")
 
 
 def _subject(subject: str, measure: str, have: dict) -> tuple[float | None, float | None]:

@@ -58,7 +58,7 @@ def _shape(shape) -> str:
 def _pm(value: float | None, err: float | None) -> str:
     if value is None:
         return "skipped"
-    return f"{value:.6g} ± {err:.2g}" if err is not None else f"{value:.6g}"
+    return f"{value:.6g} ± {float(f'{err:.2g}'):g}" if err is not None else f"{value:.6g}"
 
 
 def columns(rows: list[list[str]]) -> str:
@@ -67,25 +67,55 @@ def columns(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+# What each measure says, for the text output (lower is flatter for all of them).
+MEANINGS = {
+    "kappa": "relative flatness, filter-wise: curvature weighted by the filters; unchanged "
+             "when filters are rescaled (the number to look at)",
+    "trace": "Hessian trace: the loss's summed curvature w.r.t. the kernel; changes when "
+             "weights are rescaled",
+    "kappa_layerwise": "||K||^2 x trace: relative flatness of the layer as a whole",
+    "classifier trace": "Hessian trace w.r.t. the classifier's weights",
+    "classifier kappa": "relative flatness of the classifier (Petzka's feature-layer measure)",
+}
+
+READING = [
+    "Lower is flatter for every measure. Look at kappa (summed over the conv layers when the "
+    "head has several): it does not change when weights are rescaled; the trace does.",
+    "Absolute values depend on the data and the architecture: compare models on the same data. "
+    "A ratio kappa(A) / kappa(B) of 1.5 means A is 50% sharper than B; it is beyond noise "
+    "when the difference is well above the two standard errors combined "
+    "(sqrt(se_A^2 + se_B^2)).",
+    "± is the standard error over samples: how much a new sample of this size would move the "
+    "value.",
+]
+
+
 def result_summary(res: Result, data_name: str = "") -> str:
-    """Readable multi-line summary of a measurement."""
+    """Readable multi-line summary of a measurement: each measure with its standard error and
+    its meaning, then how to read them."""
     lines = [f"model:     {res.model}"]
     lines += [f"head:      {line}" for line in res.head.splitlines()]
     lines += [f"data:      {data_name + ', ' if data_name else ''}{res.n_samples} samples"
               + (f" (onnxruntime {res.provider})" if res.provider else ""),
-              f"loss:      {_pm(res.loss, res.stderr.get('loss'))}",
+              f"loss:      {_pm(res.loss, res.stderr.get('loss'))}  (mean cross-entropy)",
               f"accuracy:  {_pm(res.accuracy, res.stderr.get('accuracy'))}"]
+    rows = [["measure", "value ± se", "meaning (lower is flatter)"]]
     for layer in res.layers:
-        lines += [f"conv {layer.conv}:",
-                  f"  trace            {_pm(layer.trace, layer.stderr.get('trace'))}",
-                  f"  kappa            {_pm(layer.kappa, layer.stderr.get('kappa'))}",
-                  f"  kappa_layerwise  {_pm(layer.kappa_layerwise, layer.stderr.get('kappa_layerwise'))}"]
+        rows.append([f"conv {layer.conv}:", "", ""])
+        rows += [[f"  {m}", _pm(getattr(layer, m), layer.stderr.get(m)), MEANINGS[m]]
+                 for m in ("kappa", "trace", "kappa_layerwise")]
+    if len(res.layers) > 1:
+        rows.append(["total over the conv layers:", "", ""])
+        for m in ("kappa", "trace"):
+            vals = [getattr(layer, m) for layer in res.layers]
+            rows.append([f"  {m}", _pm(None if None in vals else sum(vals), None), ""])
     c = res.classifier
-    lines += ["classifier:",
-              f"  trace            {_pm(c.trace, c.stderr.get('trace'))}",
-              f"  kappa            {_pm(c.kappa, c.stderr.get('kappa'))}",
-              "(± is the standard error over samples: how much a new sample of this size "
-              "would move the value)"]
+    if c is not None and (c.trace is not None or c.kappa is not None):
+        rows.append(["classifier:", "", ""])
+        rows += [[f"  {m}", _pm(getattr(c, m), (c.stderr or {}).get(m)),
+                  MEANINGS[f"classifier {m}"]] for m in ("kappa", "trace")]
+    lines += columns(rows).splitlines()
+    lines += READING
     return "\n".join(lines)
 
 
