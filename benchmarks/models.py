@@ -4,6 +4,8 @@
     at 4x4. (b) ``resnet50``: ResNet-50 (bottlenecks 3-4-6-3), 3x224x224, 1000 classes, last
     conv 1x1 512->2048 at 7x7. (c) ``efficientnet_b0``: EfficientNet-B0 (MBConv with SiLU and
     squeeze-excitation), 3x224x224, head conv 1x1 320->1280 -> SiLU -> GAP -> 1000 classes.
+    (e) ``convnext_tiny``: ConvNeXt-T, 3x224x224, last layer the pointwise MatMul 3072->768 of
+    the last block at 7x7 -> layer scale -> + residual -> GAP -> LayerNorm -> 1000 classes.
 
 Weights are random (seeded), BatchNorm statistics random and folded into the convs by the
 exporter, as in a deployed file; data are standard-normal images with uniform random labels.
@@ -60,6 +62,7 @@ SPECS = {
     "a": Spec("resnet18_cifar", 32, 10, 1024, "layers.7.c2.weight", 16),
     "b": Spec("resnet50", 224, 1000, 128, "layers.15.c3.weight", 49),
     "c": Spec("efficientnet_b0", 224, 1000, 128, "head.0.weight", 49),
+    "e": Spec("convnext_tiny", 224, 1000, 128, "features.25.pw2.weight", 49),
 }
 
 

@@ -10,6 +10,7 @@ __version__ = "0.2.0"  # first: modules imported below read it
 from .api import measure
 from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
 from .graph import analyze
+from .measures import ClassifierResult, LayerResult, Result
 
-__all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
-           "DataError", "NumericalError", "__version__"]
+__all__ = ["analyze", "measure", "Result", "LayerResult", "ClassifierResult", "OnnxflatError",
+           "ModelError", "HeadNotFoundError", "DataError", "NumericalError", "__version__"]

@@ -32,12 +32,25 @@ def measure(model: str | os.PathLike | onnx.ModelProto, x=None, y=None, *,
 
     ``model``: an ONNX file, or a ``ModelProto`` in memory (trusted: not checked as files are).
 
-    Give either arrays ``x`` ``(N, *input_shape)`` and ``y`` ``(N,)`` (int labels), an
-    :class:`~onnxflat.data.ArrayDataset` as ``x``, or ``batches``, an iterable of ``(x_batch, y_batch)``. ``kappa=False`` skips the
-    filter-wise kappa (its dense part dominates on wide 1000-class heads). ``progress`` is
-    called with the number of samples done after each batch. ``per_sample=True`` also
-    keeps each sample's terms in ``Result.per_sample`` (indexed by the sample's row in x,
-    or its position in ``batches``; memory O(N x measures)).
+    The data, one of:
+
+    - ``x`` ``(N, *input_shape)`` and ``y`` ``(N,)`` integer labels: NumPy arrays, or any
+      arrays NumPy can take (torch tensors on any device, CuPy, anything with ``__array__``
+      or ``__dlpack__``), or an :class:`~onnxflat.data.ArrayDataset` as ``x`` (no ``y``);
+    - ``batches=``: an iterable of ``(x_batch, y_batch)`` pairs of such arrays, e.g. a torch
+      ``DataLoader`` (measured in the batches it gives: ``batch_size`` does not apply). A
+      DataLoader-like iterable given as ``x`` with no ``y`` is taken as ``batches``.
+
+    ``kappa=False`` skips the filter-wise kappa (its dense part dominates on wide 1000-class
+    heads). ``progress`` is called with the number of samples done after each batch.
+    ``per_sample=True`` also keeps each sample's terms in ``Result.per_sample`` (indexed by
+    the sample's row in x, or its position in ``batches``; memory O(N x measures)).
+
+    Raises:
+        ModelError: the file is missing, corrupt, unsafe or of an unsupported opset.
+        HeadNotFoundError: the model has no supported head (the node and reason say why).
+        DataError: the data does not fit the model (shape, dtype, labels, NaN/Inf, empty).
+        NumericalError: the model gives non-finite activations or logits (the batch named).
     """
     if isinstance(model, onnx.ModelProto):
         proto, name = model, model.graph.name or "<memory>"
@@ -45,13 +58,16 @@ def measure(model: str | os.PathLike | onnx.ModelProto, x=None, y=None, *,
         proto, name = load_model(model), os.fspath(model)
     head = analyze_model(proto, name)
     rows = None
+    if batches is None and y is None and _iterable_of_batches(x):
+        x, batches = None, x
     if batches is None:
         if isinstance(x, ArrayDataset):
             ds = x
         elif x is None or y is None:
-            raise DataError("give x and y (or an ArrayDataset), or batches")
+            raise DataError("give x and y (or an ArrayDataset), or batches=(x, y) pairs")
         else:
-            ds = ArrayDataset(x if hasattr(x, "shape") else np.asarray(x), y)
+            from .frameworks import to_numpy
+            ds = ArrayDataset(to_numpy(x), to_numpy(y))
         ds.check_fits(head.input_shape, head.classifier.num_classes)
         batches = ((xb, yb) for _, xb, yb in ds.batches(batch_size))
         rows = ds.index
@@ -104,9 +120,21 @@ def accumulate(extractor: Extractor, batches: Iterable[tuple[np.ndarray, np.ndar
     return acc
 
 
+def _iterable_of_batches(x) -> bool:
+    """Whether ``x`` is an iterable of batches (a DataLoader) rather than an array."""
+    return (x is not None and hasattr(x, "__iter__") and not hasattr(x, "shape")
+            and not isinstance(x, (list, tuple, ArrayDataset)))
+
+
 def _checked(batches, head: Head):
-    for xb, yb in batches:
-        ds = ArrayDataset(np.asarray(xb), np.asarray(yb), "batch")
+    from .frameworks import to_numpy
+
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise DataError(f"each batch must be a pair (x_batch, y_batch), got "
+                            f"{type(batch).__name__}")
+        xb, yb = batch
+        ds = ArrayDataset(to_numpy(xb), to_numpy(yb), "batch")
         ds.check_fits(head.input_shape, head.classifier.num_classes)
         for _, x, y in ds.batches(len(ds)):
             yield x, y

@@ -16,12 +16,19 @@ from .measures import Result
 
 
 def to_numpy(a) -> np.ndarray:
-    """A torch tensor (any device, with or without grad), a TensorFlow tensor or any
-    array-like as a NumPy array."""
+    """A torch tensor (any device, with or without grad), a TensorFlow tensor, a CuPy array,
+    any array with ``__dlpack__`` (on the CPU) or ``__array__``, or a nested sequence as a
+    NumPy array."""
+    if isinstance(a, np.ndarray):
+        return a
     if hasattr(a, "detach"):  # torch
         a = a.detach().cpu()
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
     if hasattr(a, "numpy"):
-        a = a.numpy()
+        return np.asarray(a.numpy())
+    if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
+        return np.from_dlpack(a)
     return np.asarray(a)
 
 
@@ -50,13 +57,11 @@ def split(data, y) -> tuple[object, Iterable | None]:
 def measure_export(proto: onnx.ModelProto, data, y, batches: Iterable | None, name: str, *,
                    batch_size: int = api.DEFAULT_BATCH_SIZE, **options) -> Result:
     """``api.measure`` of an exported model on ``data``/``y`` or ``batches`` (see
-    :func:`split`), with ``Result.model = name``."""
+    :func:`split`), with ``Result.model = name`` (the graph is named so: warnings name it)."""
+    proto.graph.name = name
     if batches is None:
-        res = api.measure(proto, to_numpy(data), to_numpy(y), batch_size=batch_size, **options)
-    else:
-        res = api.measure(proto, batches=batches, **options)
-    res.model = name
-    return res
+        return api.measure(proto, to_numpy(data), to_numpy(y), batch_size=batch_size, **options)
+    return api.measure(proto, batches=batches, **options)
 
 
 def subset_arrays(data, y=None, size: int | None = 1024, seed: int = 0):

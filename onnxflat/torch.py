@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import warnings
 
 import numpy as np
@@ -50,6 +51,9 @@ def export(model, example, *, exporter: str = "torchscript", opset: int | None =
         example = example.to(params.device)
     training = model.training
     model.eval()
+    quiet = logging.getLogger("torch.onnx")  # the dynamo exporter's notes on absent libraries
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -66,6 +70,7 @@ def export(model, example, *, exporter: str = "torchscript", opset: int | None =
                 proto = onnx.load_from_string(buf.getvalue())
     finally:
         model.train(training)
+        quiet.setLevel(level)
     if path is not None:
         onnx.save(proto, path)
     return proto

@@ -362,3 +362,15 @@ def randomized(src, dst, seed: int = 0):
             (rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(a.dtype), t.name))
     onnx.save(proto, str(dst))
     return dst
+
+
+def torchvision_ops() -> None:
+    """Declare torchvision's custom ops when its compiled extension cannot load (a wheel
+    built for another device): its pure-Python parts (models, transforms) import after that."""
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError:
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        torchvision_ops.lib = lib  # the definitions live as long as the library object

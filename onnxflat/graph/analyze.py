@@ -45,7 +45,12 @@ CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
 
 
 def analyze(path: str | os.PathLike) -> Head:
-    """Load ``path`` and describe its head; raises HeadNotFoundError or ModelError."""
+    """Load ``path`` and describe its head (never runs the model).
+
+    Raises:
+        ModelError: the file is missing, corrupt, unsafe or of an unsupported opset.
+        HeadNotFoundError: no supported head; ``node`` and ``reason`` say where and why.
+    """
     return analyze_model(load_model(path), str(path))
 
 
