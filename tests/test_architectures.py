@@ -46,7 +46,7 @@ def test_inspect(arch, tmp_path):
     got = {layer["conv"]: tuple(s["fn"] for s in layer["steps"]) for layer in doc["layers"]}
     assert got == arch.layers
     for line, conv in zip(heads, arch.layers):
-        op = "MatMul" if conv.endswith("MatMul") else "Conv"  # ConvNeXt's pwconv: a MatMul
+        op = "MatMul" if conv.endswith("MatMul") else "Conv2d"  # ConvNeXt's pwconv: a MatMul
         assert f"{op} '{conv}'" in line and "GlobalAveragePool" in line
     assert bool(doc["classifier"]["nodes"]) == (arch.classifier == "linear")
     assert len(doc["rejected"]) == sum(line.startswith("not a layer") for line in

@@ -38,7 +38,7 @@ def test_torch_namespace_matches_numpy(case, route, exported):
     _, proto = exported(case)
     head = analyze_model(proto)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((9, 3, case.input_hw, case.input_hw)).astype(np.float32)
+    x = rng.standard_normal((9, *case.sample_shape)).astype(np.float32)
     y = rng.integers(0, 5, 9)
     tensors = Extractor(proto, head, device="cpu").run(x)
     as_torch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}

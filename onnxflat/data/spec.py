@@ -60,6 +60,10 @@ class DataSpec:
         model."""
         if self.kind != "images":
             return self
+        if len(input_shape) != 4:
+            raise DataError(f"{self.name}: an image folder feeds models of 2-D images (N, C, H, "
+                            f"W); this model takes {len(input_shape)}-axis inputs: give a .npz "
+                            "or .npy of them")
         return replace(self, images=self.images.fit(input_shape, num_classes))
 
     def open(self) -> ArrayDataset:

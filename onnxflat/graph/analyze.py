@@ -17,7 +17,19 @@ import numpy as np
 import onnx
 
 from ..errors import HeadNotFoundError, ModelError
-from .head import NCHW, NHWC, Classifier, Conv, Head, Layer, Operand, Pooling, Step, layout_name
+from .head import (
+    NHWC,
+    UNIT,
+    Classifier,
+    Conv,
+    Head,
+    Layer,
+    Operand,
+    Pooling,
+    Step,
+    channel_first,
+    layout_name,
+)
 from .model import GraphIndex, load_model
 from .patterns import (
     BINARY,
@@ -54,7 +66,7 @@ QUANTIZED_REASON = ("{op}: the head's activations are quantized (their derivativ
                     "before quantization")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat", "Slice",
-                      "Split"})
+                      "Split", "Unsqueeze", "Squeeze"})
 
 
 def analyze(path: str | os.PathLike) -> Head:
@@ -97,7 +109,8 @@ def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
     if other:
         raise HeadNotFoundError(GraphIndex.node_name(other[-1]),
                                 f"{other[-1].op_type} is not a global average pooling; "
-                                "the head needs GlobalAveragePool or a ReduceMean over H,W")
+                                "the head needs GlobalAveragePool or a ReduceMean over the "
+                                "spatial axes")
     quantized = [n for n in ix.nodes if n.op_type in ("ConvInteger", "QLinearConv")]
     if quantized and not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(GraphIndex.node_name(quantized[-1]),
@@ -105,7 +118,8 @@ def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
     if not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(None, "the model has no Conv node")
     raise HeadNotFoundError(None, "no global average pooling (GlobalAveragePool, ReduceMean "
-                                  "over H,W, or a whole-map AveragePool) in the graph")
+                                  "over the spatial axes, or a whole-map AveragePool) in the "
+                                  "graph")
 
 
 def _model_input(ix: GraphIndex) -> onnx.ValueInfoProto:
@@ -217,7 +231,10 @@ def _convs_upstream(ix: GraphIndex, start: str
         elif node.op_type in QUANTIZED_OPS:
             quantized.append(Match.fail(node, QUANTIZED_REASON.format(op=node.op_type)))
         else:
-            blockers.append(channelwise_step(Ctx(ix, frozenset([node.input[0]]), NCHW), node))
+            dims = ix.static_dims(node.input[0]) if node.input else None
+            rank = len(dims) if dims else 4
+            blockers.append(channelwise_step(Ctx(ix, frozenset(node.input[:1]),
+                                                 channel_first(rank)), node))
     return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers, quantized
 
 
@@ -231,22 +248,37 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     if k is None:
         return Match.fail(node, f"the conv kernel is not a constant: "
                                 f"{ix.why_not_const(node.input[1])}")
-    if k.ndim != 4:
-        return Match.fail(node, f"only 2-D convolutions are supported (kernel rank {k.ndim})")
+    if k.ndim not in (3, 4, 5):
+        return Match.fail(node, f"only 1-D, 2-D and 3-D convolutions are supported (kernel "
+                                f"rank {k.ndim})")
+    r = k.ndim - 2
     b = ix.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if len(node.input) > 2 and node.input[2] and b is None:
         return Match.fail(node, "the conv bias is not a constant")
+    for key, n in (("strides", r), ("dilations", r), ("pads", 2 * r), ("kernel_shape", r)):
+        if key in a and len(a[key]) != n:
+            return Match.fail(node, f"the conv's {key} has {len(a[key])} entries for a kernel "
+                                    f"with {r} spatial axes")
+    if any(v < 1 for key in ("strides", "dilations") for v in a.get(key, ())) or any(
+            v < 0 for v in a.get("pads", ())):
+        return Match.fail(node, "the conv has a stride or dilation below 1 or a negative pad")
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != k.shape[2:]:
+        return Match.fail(node, f"the conv's kernel_shape {tuple(a['kernel_shape'])} is not "
+                                f"its kernel's {k.shape[2:]}")
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return Match(Conv(
         notes=_precision_notes(ix, node),
         node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
         kernel=np.asarray(k, np.float64), bias=None if b is None else np.asarray(b, np.float64),
-        strides=tuple(a.get("strides", (1, 1))), pads=tuple(a.get("pads", (0, 0, 0, 0))),
-        dilations=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)),
+        strides=_per_axis(a.get("strides"), 1, r), pads=_per_axis(a.get("pads"), 0, 2 * r),
+        dilations=_per_axis(a.get("dilations"), 1, r), groups=int(a.get("group", 1)),
         auto_pad=auto_pad))
 
 
+def _per_axis(values, default: int, n: int) -> tuple[int, ...]:
+    """An attribute with ``n`` entries (``default`` each when absent)."""
+    return (default,) * n if values is None else tuple(int(v) for v in values)
 def _tensordot(ix: GraphIndex, node: onnx.NodeProto) -> onnx.NodeProto | None:
     """The MatMul of tf2onnx's spelling of a Dense on a feature map (TF's Tensordot),
     ``Reshape(x, [-1, C_in]) -> MatMul -> Reshape`` back, when ``node`` is its last Reshape."""
@@ -421,7 +453,8 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto, pool: onnx.NodeProto
     m = pooling_axes(ix, pool, len(lay))
     if not m:
         return m
-    if lay[0] != 0 or {lay[i] for i in m.value} != {2, 3}:
+    spatial = {ax for ax in lay if ax >= 2}  # a squeezed spatial axis (size 1) is missing
+    if lay[0] != 0 or {lay[i] for i in m.value} - {UNIT} != spatial:
         if conv.op == "MatMul":
             return Match.fail(conv.node, f"the MatMul mixes the last axis of its input, and "
                                          f"{pool.op_type} '{GraphIndex.node_name(pool)}' "

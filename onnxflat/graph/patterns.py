@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .head import Operand, Step
+from .head import UNIT, Operand, Step
 from .model import GraphIndex
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -45,7 +45,8 @@ class Match:
 @dataclass(frozen=True)
 class Ctx:
     """What a channel-wise rule may look at: the graph, which tensors depend on the conv
-    output, and the layout (NCHW axis held by each axis) of the node's first dep input."""
+    output, and the layout (the conv output's axis held by each axis) of the node's first
+    dep input."""
 
     ix: GraphIndex
     dep: frozenset[str]
@@ -102,7 +103,11 @@ CHANNELWISE_NOTES = {
     "Dropout": "inference mode (training_mode absent or false)",
     "BatchNormalization": "inference mode, constant statistics, over the conv's channel axis "
                           "(folded to a per-channel affine)",
-    "Transpose": "keeps the batch axis first (NCHW <-> NHWC, tracked as the layout)",
+    "Transpose": "keeps the batch axis first (channel first <-> last, e.g. NCHW <-> NHWC, "
+                 "NCDHW <-> NDHWC, tracked as the layout)",
+    "Unsqueeze, Squeeze": "constant axes; Squeeze of unit axes only: added by an Unsqueeze "
+                          "(the dynamo exporter's 1-D pooling) or spatial axes of the conv "
+                          "output of static size 1 (tf2onnx's Conv1D: a 1 x k Conv)",
     "Concat": "along the conv's channel axis, one conv-dependent input with static channel "
               "counts: the conv's channels are a slice of the pooled features (DenseNet, "
               "Inception)",
@@ -240,10 +245,45 @@ def channelwise_step(ctx: Ctx, node: onnx.NodeProto) -> Match:
             return Match.fail(node, "Transpose moves the batch axis")
         return Match((Step(name, "transpose", (Operand("dep", node.input[0]),), out,
                            {"perm": tuple(int(p) for p in perm)}), layout))
+    if op in ("Unsqueeze", "Squeeze"):
+        return _unit_axes(ctx, node)
     if op in SPATIAL_OPS:
         return Match.fail(node, f"{op} is a spatial operation between the conv and the "
                                 f"pooling ({SPATIAL_OPS[op]})")
     return Match.fail(node, f"{op} is not a supported channel-wise operation")
+
+
+def _unit_axes(ctx: Ctx, node: onnx.NodeProto) -> Match:
+    """Unsqueeze (adds unit axes, held as ``UNIT`` in the layout) or Squeeze of unit axes:
+    an added one, or a spatial axis of the conv output of static size 1 (dropped from the
+    layout). The dynamo exporter writes a 1-D adaptive pooling as Unsqueeze -> ReduceMean ->
+    Squeeze; tf2onnx a Keras Conv1D as Unsqueeze -> Conv (kernel 1 x k) -> Squeeze."""
+    op, a = node.op_type, ctx.ix.attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        v = ctx.ix.const(node.input[1])
+        if v is None:
+            return Match.fail(node, f"{op} axes are not constant")
+        axes = np.ravel(v).tolist()
+    if axes is None:
+        return Match.fail(node, f"{op} without axes (which axes it drops depends on the data)")
+    lay = list(ctx.layout)
+    if op == "Unsqueeze":
+        rank = len(lay) + len(axes)
+        axes = sorted({int(x) % rank for x in axes})
+        for ax in axes:
+            lay.insert(ax, UNIT)
+    else:
+        axes = sorted({int(x) % len(lay) for x in axes})
+        dims = ctx.ix.static_dims(node.input[0]) or ()
+        for i in axes:
+            if lay[i] != UNIT and (lay[i] < 2 or i >= len(dims) or dims[i] != 1):
+                return Match.fail(node, "Squeeze of an axis of the conv output that is not a "
+                                        "spatial axis of static size 1")
+        lay = [x for i, x in enumerate(lay) if i not in axes]
+    step = Step(GraphIndex.node_name(node), op.lower(), (Operand("dep", node.input[0]),),
+                node.output[0], {"axes": tuple(axes)})
+    return Match((step, tuple(lay)))
 
 
 SPATIAL_OPS = {
@@ -411,14 +451,15 @@ def linear_step(ix: GraphIndex, node: onnx.NodeProto, cur: str, f: Affine) -> Ma
     if op == "Conv":
         k = consts.get(node.input[1])
         shape = ix.static_dims(cur)
-        if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
+        if (k is None or k.ndim < 3 or any(s != 1 for s in k.shape[2:])
+                or a.get("group", 1) != 1):
             return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
         if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
             return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")
         bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
         if bias is None:
             return Match.fail(node, "Conv bias is not a constant")
-        return Match(f.then(k[:, :, 0, 0], bias))
+        return Match(f.then(k.reshape(k.shape[:2]), bias))
     if op in ("Add", "Sub", "Mul", "Div"):
         (other,) = others or [None]
         c = consts.get(other) if other else None

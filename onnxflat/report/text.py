@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxflatError
-from ..graph.head import Head, layout_name
+from ..graph.head import Head, channel_first, layout_name
 from ..measures import Result
 
 
@@ -20,7 +20,8 @@ def head_dict(head: Head) -> dict:
         "input": {"name": head.input_name, "shape": list(head.input_shape),
                   "dtype": head.input_dtype},
         "layers": [{
-            "conv": layer.conv.node, "op": layer.conv.op,
+            "conv": layer.conv.node,
+            "op": layer.conv.op, "spatial_rank": layer.conv.spatial_rank,
             "conv_layout": layout_name(layer.conv.layout),
             "kernel_shape": list(layer.conv.kernel.shape),
             "strides": list(layer.conv.strides), "pads": list(layer.conv.pads),
@@ -40,8 +41,11 @@ def head_dict(head: Head) -> dict:
 
 
 def head_summary(head: Head) -> str:
+    ranks = sorted({layer.conv.spatial_rank for layer in head.layers})
+    axes = ", ".join(f"{r}-D ({layout_name(channel_first(r + 2))[2:]})" for r in ranks)
     lines = [f"model: {head.model_path}",
-             f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}"]
+             f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}",
+             f"conv:  {axes}"]
     lines += [f"head:  {line}" for line in head.describe().splitlines()]
     lines += [f"not a layer (at node '{node}'): {reason}" for node, reason in head.rejected]
     return "\n".join(lines)
