@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from .bench import f1, run_onnxflat
 from .models import CACHE
+from .nets import Basic, _bn
 
 CLIP = (3, 16, 112, 112)
 CLASSES = 400
@@ -44,39 +45,15 @@ def r3d_18():
     import torch.nn as nn
     import torch.nn.functional as F
 
-    def bn(c, scale=1.0):
-        m = nn.BatchNorm3d(c)
-        with torch.no_grad():
-            m.weight.copy_(scale * (0.5 + torch.rand(c)))
-            m.bias.copy_(0.1 * torch.randn(c))
-            m.running_mean.copy_(0.1 * torch.randn(c))
-            m.running_var.copy_(0.5 + torch.rand(c))
-        return m
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1 = nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = bn(cout)
-            self.c2 = nn.Conv3d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = bn(cout, 0.2)
-            self.short = None
-            if stride != 1 or cin != cout:
-                self.short = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False), bn(cout))
-
-        def forward(self, x):
-            s = x if self.short is None else self.short(x)
-            return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + s)
-
     class R3D18(nn.Module):
         def __init__(self):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv3d(3, 64, (3, 7, 7), (1, 2, 2), (1, 3, 3),
-                                                bias=False), bn(64), nn.ReLU())
+                                                bias=False), _bn(64, dim=3), nn.ReLU())
             blocks, cin = [], 64
             for i, w in enumerate([64, 128, 256, 512]):
                 for k in range(2):
-                    blocks.append(Block(cin, w, 2 if (k == 0 and i > 0) else 1))
+                    blocks.append(Basic(cin, w, 2 if (k == 0 and i > 0) else 1, dim=3))
                     cin = w
             self.blocks = nn.Sequential(*blocks)
             self.fc = nn.Linear(512, CLASSES)
