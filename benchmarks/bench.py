@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m benchmarks.bench                 # all three models, default N, 3 repeats
     python -m benchmarks.bench a --n 256       # one model, smaller N
     python -m benchmarks.bench a --hutchinson  # also PyHessian's time to 1% (model a)
+    python -m benchmarks.bench a --process     # whole processes: measure vs plain onnxruntime
 
 Everything of one model is measured in ONE process with the same threads (onnxruntime intra-op,
 NumPy's BLAS and torch all get ``--threads``), batch size and session options, interleaved
@@ -19,6 +20,11 @@ repeats is reported, so ratios stay meaningful on a loaded machine:
   the timed runs share one list of pre-generated batches;
 - peak RSS of onnxflat at N and 4N, each in a fresh subprocess, with the data generated batch
   by batch so that only onnxflat's own memory counts.
+
+``--process`` times whole processes instead (start-up, imports, loading and exit included),
+interleaved, on one .npz of N samples (default 256): ``onnxflat measure`` (all measures)
+against a plain onnxruntime process (session, the same batches, exit), and ``onnxflat
+--version`` and ``onnxflat inspect`` of the model.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -154,6 +162,50 @@ def bench_model(key, n, batch, threads, repeats, rss: bool) -> dict:
     return row
 
 
+# The plain onnxruntime process: session, the batches, exit (numpy and onnxruntime only).
+PLAIN = """
+import sys
+import numpy as np
+import onnxruntime as ort
+path, data, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+so = ort.SessionOptions()
+so.log_severity_level = 4
+so.intra_op_num_threads = threads
+sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+name = sess.get_inputs()[0].name
+with np.load(data) as z:
+    x = z["x"]
+for s in range(0, len(x), batch):
+    sess.run(None, {name: x[s:s + batch]})
+"""
+
+
+def bench_process(key, n, batch, threads, repeats) -> dict:
+    """Seconds (min of interleaved repeats) of whole processes on one .npz of n samples."""
+    spec, path = SPECS[key], str(export(key))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = str(Path(tmp) / "data.npz")
+        x, y = spec.data(n)
+        np.savez(data, x=x, y=y)
+        onnxflat_cli = [sys.executable, "-m", "onnxflat"]
+        commands = {
+            "plain ort": [sys.executable, "-c", PLAIN, path, data, str(batch), str(threads)],
+            "measure": onnxflat_cli + ["measure", path, "--data", data, "-b", str(batch),
+                                       "--threads", str(threads), "-q"],
+            "inspect": onnxflat_cli + ["inspect", path],
+            "--version": onnxflat_cli + ["--version"],
+        }
+        times = {k: [] for k in commands}
+        for _ in range(repeats):
+            for k, cmd in commands.items():
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                times[k].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in times.items()}
+    return {"model": f"({key}) {spec.name}", "N": n, **best,
+            "measure/plain": best["measure"] / best["plain ort"]}
+
+
 def print_table(rows) -> None:
     cols = ["model", "N", "F1", "F2", "head J", "nokappa", "all", "nokappa/F1", "all/F2",
             "all/F1", "RSS N", "RSS 4N", "4N/N"]
@@ -178,6 +230,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budget", type=float, default=1000.0,
                     help="seconds of Hutchinson probes per seed (each seed runs all of it)")
+    ap.add_argument("--process", action="store_true",
+                    help="whole processes: measure vs plain onnxruntime, inspect, --version")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.models = args.models or list(SPECS)
@@ -194,6 +248,16 @@ def main(argv=None) -> None:
             return
         print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, "
               f"batch {args.batch}, min of {args.repeats} interleaved repeats, seconds")
+        if args.process:
+            rows = [bench_process(key, args.n or 256, args.batch, args.threads, args.repeats)
+                    for key in args.models]
+            cols = list(rows[0])
+            print("| " + " | ".join(cols) + " |")
+            print("|" + "|".join("---" for _ in cols) + "|")
+            for r in rows:
+                print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
+                                        for c in cols) + " |")
+            return
         rows = []
         for key in args.models:
             n = args.n or SPECS[key].n

@@ -17,6 +17,7 @@ import argparse
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from onnxflat.data.spec import DataSpec
 from onnxflat.engine import connect, measure_many
 from onnxflat.partial import Partial, Shard, compute, merge
+from onnxflat.prepared import RunOptions
 
 from .models import SPECS, export
 
@@ -58,8 +60,9 @@ def main(argv=None) -> None:
             cm = connect(workers=k)
             client, t_start = timed(cm.__enter__)
             try:
-                (merged,), t_run = timed(lambda: measure_many(
-                    client, [model], data, threads=max(1, cores // k), progress=False))
+                (merged,), t_run = timed(partial(
+                    measure_many, client, [model], data,
+                    options=RunOptions(threads=max(1, cores // k)), progress=False))
             finally:
                 cm.__exit__(None, None, None)
             err = abs(merged.result().layers[0].kappa / ref.layers[0].kappa - 1)

@@ -1,11 +1,13 @@
-"""The three benchmark models of issue 7 (torch definitions in nets.py), exported once.
+"""The benchmark models (issues 7 and 13) (torch definitions in nets.py), exported once.
 
 (a) ``resnet18_cifar``: ResNet-18 CIFAR variant, 3x32x32, 10 classes, last conv 512->512 3x3
     at 4x4. (b) ``resnet50``: ResNet-50 (bottlenecks 3-4-6-3), 3x224x224, 1000 classes, last
     conv 1x1 512->2048 at 7x7. (c) ``efficientnet_b0``: EfficientNet-B0 (MBConv with SiLU and
     squeeze-excitation), 3x224x224, head conv 1x1 320->1280 -> SiLU -> GAP -> 1000 classes.
-(d) ``mobilenet_v3_large_style``: MobileNetV3-Large's stages, head conv 1x1 160->960 ->
+    (d) ``mobilenet_v3_large_style``: MobileNetV3-Large's stages, head conv 1x1 160->960 ->
     Hardswish -> GAP -> Linear 960->1280 -> Hardswish -> Linear 1280->1000 (non-linear head).
+    (e) ``convnext_tiny``: ConvNeXt-T, 3x224x224, last layer the pointwise MatMul 3072->768 of
+    the last block at 7x7 -> layer scale -> + residual -> GAP -> LayerNorm -> 1000 classes.
 
 Weights are random (seeded), BatchNorm statistics random and folded into the convs by the
 exporter, as in a deployed file; data are standard-normal images with uniform random labels.
@@ -63,6 +65,7 @@ SPECS = {
     "b": Spec("resnet50", 224, 1000, 128, "layers.15.c3.weight", 49),
     "c": Spec("efficientnet_b0", 224, 1000, 128, "head.0.weight", 49),
     "d": Spec("mobilenet_v3_large_style", 224, 1000, 128, "head.0.weight", 49),
+    "e": Spec("convnext_tiny", 224, 1000, 128, "features.25.pw2.weight", 49),
 }
 
 

@@ -7,8 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _bn(c: int, zero_ish: bool = False) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(c)
+def _bn(c: int, zero_ish: bool = False, dim: int = 2) -> nn.Module:
+    """BatchNorm over ``dim`` spatial axes with random (seeded) statistics."""
+    bn = getattr(nn, f"BatchNorm{dim}d")(c)
     with torch.no_grad():
         bn.weight.copy_((0.2 if zero_ish else 1.0) * (0.5 + torch.rand(c)))
         bn.bias.copy_(0.1 * torch.randn(c))
@@ -18,15 +19,19 @@ def _bn(c: int, zero_ish: bool = False) -> nn.BatchNorm2d:
 
 
 class Basic(nn.Module):
-    def __init__(self, cin, cout, stride):
+    """ResNet basic block over ``dim`` spatial axes (2: images, 3: video clips)."""
+
+    def __init__(self, cin, cout, stride, dim: int = 2):
         super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = _bn(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = _bn(cout, zero_ish=True)
+        conv = getattr(nn, f"Conv{dim}d")
+        self.c1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = _bn(cout, dim=dim)
+        self.c2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = _bn(cout, zero_ish=True, dim=dim)
         self.short = None
         if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _bn(cout))
+            self.short = nn.Sequential(conv(cin, cout, 1, stride, bias=False),
+                                       _bn(cout, dim=dim))
 
     def forward(self, x):
         s = x if self.short is None else self.short(x)

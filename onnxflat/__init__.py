@@ -3,13 +3,27 @@
 >>> import onnxflat
 >>> head = onnxflat.analyze("models/digits_cnn.onnx")      # doctest: +SKIP
 >>> res = onnxflat.measure("models/digits_cnn.onnx", x, y)  # doctest: +SKIP
+
+``analyze`` and ``measure`` import onnx and onnxruntime on first use: importing the package
+(the math, the command line's --help) stays light.
 """
 
-__version__ = "0.2.0"  # first: modules imported below read it
+__version__ = "0.2.0"
 
-from .api import measure
 from .errors import DataError, HeadNotFoundError, ModelError, NumericalError, OnnxflatError
-from .graph import analyze
+from .measures import ClassifierResult, LayerResult, Result
 
-__all__ = ["analyze", "measure", "OnnxflatError", "ModelError", "HeadNotFoundError",
-           "DataError", "NumericalError", "__version__"]
+__all__ = ["analyze", "measure", "Result", "LayerResult", "ClassifierResult", "OnnxflatError",
+           "ModelError", "HeadNotFoundError", "DataError", "NumericalError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "analyze":
+        from .graph import analyze
+
+        return analyze
+    if name == "measure":
+        from .api import measure
+
+        return measure
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,8 @@
 Optional extra ``pip install onnxflat[dask]``. Each task receives the model path and a
 :class:`~onnxflat.data.spec.DataSpec` (never arrays), opens both on its worker and returns
 the shard's :class:`~onnxflat.partial.Partial`; the onnxruntime session is cached per
-worker process. A cluster given by address should set the same ``SCHEDULER_CONFIG``. A task whose worker dies or that fails unexpectedly is retried by Dask;
+worker process. A cluster given by address should set the same ``SCHEDULER_CONFIG``. A task
+whose worker dies or that fails unexpectedly is retried by Dask;
 results are kept by (model, shard), so none is counted twice; the run either merges all
 shards or raises an error naming the missing ones.
 """
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from .data.spec import DataSpec
 from .errors import OnnxflatError
 from .partial import Partial, PartialError, Shard, compute, merge
+from .prepared import RunOptions
 
 try:
     import dask
@@ -51,29 +53,28 @@ def connect(address: str | None = None, workers: int | None = None):
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with dask.config.set(SCHEDULER_CONFIG), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with dask.config.set(SCHEDULER_CONFIG), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                         dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
-def _task(model: str, data: DataSpec, shard: Shard, options: dict):
+def _task(model: str, data: DataSpec, shard: Shard, options: RunOptions):
     """Runs on a worker. User errors come back as values (retrying cannot fix them)."""
     try:
-        return compute(model, data, shard, **options)
+        return compute(model, data, shard, options)
     except OnnxflatError as exc:
         return exc
 
 
 def measure_many(client, models: Sequence[str], data: DataSpec, shards: int | None = None,
-                 *, batch_size: int = 64, kappa: bool = True, device: str = "auto",
-                 threads: int | None = None, retries: int = RETRIES,
+                 options: RunOptions = RunOptions(), *, retries: int = RETRIES,
                  progress: bool = True) -> list[Partial]:
     """Merged statistics (shard 1/1) of each model on ``data``, computed as ``shards``
     tasks per model on the cluster of ``client`` (default: twice its worker threads).
-    ``threads`` caps the CPU threads (onnxruntime's and the math's) per task."""
+    ``options.threads`` caps the CPU threads (onnxruntime's and the math's) per task."""
     total_threads = sum(client.nthreads().values()) or 1
     count = shards or 2 * total_threads
-    options = dict(batch_size=batch_size, kappa=kappa, device=device, threads=threads)
     run = uuid.uuid4().hex[:8]
     futures, where_of = [], {}
     for m, model in enumerate(models):

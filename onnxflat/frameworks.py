@@ -16,12 +16,19 @@ from .measures import Result
 
 
 def to_numpy(a) -> np.ndarray:
-    """A torch tensor (any device, with or without grad), a TensorFlow tensor or any
-    array-like as a NumPy array."""
+    """A torch tensor (any device, with or without grad), a TensorFlow tensor, a CuPy array,
+    any array with ``__dlpack__`` (on the CPU) or ``__array__``, or a nested sequence as a
+    NumPy array."""
+    if isinstance(a, np.ndarray):
+        return a
     if hasattr(a, "detach"):  # torch
         a = a.detach().cpu()
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
     if hasattr(a, "numpy"):
-        a = a.numpy()
+        return np.asarray(a.numpy())
+    if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
+        return np.from_dlpack(a)
     return np.asarray(a)
 
 

@@ -8,7 +8,8 @@ File format (version 2): a .npz written without pickling, holding
 
 - ``meta``: a JSON string: ``format`` ("onnxflat-partial"), ``version``, ``onnxflat``
   (the writer's version), ``model`` (path and sha256 of the file bytes), ``head``
-  (sha256 of the head description, and the summary needed to report results),
+  (sha256 of the head's structure and weights, :func:`~onnxflat.graph.structure.digest`,
+  and the summary needed to report results),
   ``options`` (which measures), ``data`` (name, source, sha256 of its contents and
   options, number of samples), ``shard`` (index, count, start, stop), ``n`` and ``provider``;
 - the float64 statistics ``n``, ``names``, ``mean``, ``m2`` and ``vec/<name>`` of
@@ -28,17 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import accumulate
 from .data.arrays import READ_ERRORS
 from .data.spec import DataSpec
 from .errors import ModelError, OnnxflatError
-from .fingerprint import file_sha256, json_sha256
-from .graph import analyze_model, load_model
-from .graph.head import Head
-from .measures import Moments, Options, Result
+from .fingerprint import file_sha256
+from .graph.structure import digest
+from .measures import Moments, Result
 from .measures.flatness import HeadSummary, assemble
-from .report import head_dict
-from .runtime import Extractor
+from .prepared import PreparedModel, RunOptions
 
 FORMAT = "onnxflat-partial"
 VERSION = 2  # 2: the head summary's layers carry their kernel shape
@@ -57,7 +55,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if not m:
             raise OnnxflatError(f"shard must be I/N (e.g. 3/7), got {text!r}")
@@ -103,7 +101,7 @@ class Partial:
             raise OnnxflatError(f"cannot write {p}: {exc.strerror}") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Partial":
+    def load(cls, path: str | os.PathLike) -> Partial:
         p = Path(path)
         if not p.is_file():
             raise PartialError(f"partial file not found: {p}")
@@ -157,53 +155,48 @@ def _mismatch(value, schema, path: str = "") -> str | None:
     return None if ok else f"{path.rstrip('.')} is not {getattr(schema, '__name__', 'str')}"
 
 
-def head_digest(head: Head) -> str:
-    """sha256 of the head's structure (not of the model's path)."""
-    return json_sha256({k: v for k, v in head_dict(head).items() if k != "model"})
-
-
 @lru_cache(maxsize=4)
-def _session(path: str, sha256: str, device: str, threads: int | None):
-    """(head, extractor) of a model, cached per process (a cluster worker loads it once);
-    keyed by content so a replaced file is reloaded."""
+def _prepared(path: str, sha256: str, options: RunOptions) -> PreparedModel:
+    """A model file prepared once per process (a cluster worker loads it once), keyed by
+    content so a replaced file is reloaded."""
     del sha256
-    proto = load_model(path)
-    head = analyze_model(proto, path)
-    return head, Extractor(proto, head, device=device, threads=threads)
+    return PreparedModel.load(path, options)
 
 
-def compute(model: str | os.PathLike, data: DataSpec, shard: Shard = Shard(1, 1), *,
-            batch_size: int = 64, kappa: bool = True, device: str = "auto",
-            threads: int | None = None, progress=None) -> Partial:
-    """Statistics of ``shard`` of ``data`` for ``model`` (opens data and model itself)."""
-    path = os.fspath(model)
+def compute(model: str | os.PathLike | PreparedModel, data: DataSpec,
+            shard: Shard = Shard(1, 1), options: RunOptions = RunOptions(), *,
+            progress=None) -> Partial:
+    """Statistics of ``shard`` of ``data`` for ``model``, a file (prepared with ``options``
+    once per process) or a prepared model (its own options)."""
+    given = isinstance(model, PreparedModel)
+    path = model.name if given else os.fspath(model)
     if not Path(path).is_file():
         raise ModelError(f"model file not found: {path}")
     sha = file_sha256(path)
-    head, extractor = _session(path, sha, device, threads)
-    data = data.fit(head.input_shape, head.classifier.num_classes)
+    prepared = model if given else _prepared(path, sha, options)
+    head = prepared.head
+    data = prepared.fit(data)
     ds = data.open()
     ds.check_fits(head.input_shape, head.num_classes)
     start, stop = shard.bounds(len(ds))
     if stop == start:
         raise OnnxflatError(f"shard {shard} of {data.name} is empty: it has {len(ds)} "
                             f"samples, so use at most {len(ds)} shards")
-    part = ds.subset(np.arange(start, stop))
-    batches = ((xb, yb) for _, xb, yb in part.batches(batch_size))
-    acc = accumulate(extractor, batches, Options(kappa=kappa, threads=threads), progress)
+    acc = prepared.accumulate(prepared.batches(ds.subset(np.arange(start, stop))), progress)
     summary = HeadSummary.of(head)
     meta = {
         "format": FORMAT, "version": VERSION, "onnxflat": __version__,
         "model": {"path": path, "sha256": sha},
-        "head": {"sha256": head_digest(head),
+        "head": {"sha256": digest(head),
                  "summary": {"description": summary.description,
                              "layers": [list(x) for x in summary.layers],
                              "classifier": summary.classifier}},
-        "options": {"kappa": kappa},
-        "data": {"name": data.name, "source": data.describe(), "sha256": data.fingerprint(), "n_total": len(ds)},
+        "options": {"kappa": prepared.options.kappa},
+        "data": {"name": data.name, "source": data.describe(), "sha256": data.fingerprint(),
+                 "n_total": len(ds)},
         "shard": {"index": shard.index, "count": shard.count, "start": start, "stop": stop},
         "n": acc.moments.n,
-        "provider": extractor.provider,
+        "provider": prepared.extractor.provider,
     }
     return Partial(meta, acc.moments)
 

@@ -251,8 +251,9 @@ class Extractor:
         return [convert(v) for v in binding.get_outputs()]
 
     def _check_shapes(self, out: dict[str, np.ndarray], n: int) -> None:
-        """The head's tensors keep the batch axis first, and the pooling yields the
-        classifier's features; else the graph does something the analysis did not see."""
+        """The head's tensors keep the batch axis first, each conv's input and output have
+        its rank and its output its channels, and the pooling yields the classifier's
+        features; else the graph does something the analysis did not see."""
         head = self.head
         names = {head.pooling.output, head.after.logits}
         names |= {t for layer in head.layers for t in (layer.conv.input, layer.conv.output)}
@@ -260,11 +261,18 @@ class Extractor:
             if out[name].shape[:1] != (n,):
                 raise ModelError(f"tensor '{name}' has shape {out[name].shape} for a batch of "
                                  f"{n}: the model does not keep the batch axis first")
-        for layer in head.layers:  # a rank the shape inference did not know (tf2onnx)
-            for name in (layer.conv.input, layer.conv.output):
-                if name in out and out[name].ndim != 4:
-                    raise ModelError(f"tensor '{name}' of layer '{layer.conv.node}' has shape "
-                                     f"{out[name].shape}: not a 4-D map")
+        for layer in head.layers:
+            conv = layer.conv
+            for name in (conv.input, conv.output):
+                shape = tuple(out[name].shape) if name in out else None
+                if shape is not None and len(shape) != conv.kernel.ndim:
+                    raise ModelError(f"tensor '{name}' of layer '{conv.node}' has shape "
+                                     f"{shape}: not a {conv.kernel.ndim}-D map (N, C and the "
+                                     f"kernel's {conv.spatial_rank} spatial axes)")
+            z = out.get(conv.output)
+            if z is not None and conv.nchw(tuple(z.shape))[1] != conv.out_channels:
+                raise ModelError(f"conv '{conv.node}' output '{conv.output}' has shape "
+                                 f"{tuple(z.shape)}, not {conv.out_channels} channels")
         pooled = out[head.pooling.output]
         if pooled.size != n * head.num_features:
             raise ModelError(f"the pooling output '{head.pooling.output}' has shape "

@@ -114,7 +114,7 @@ CASES = [
 _exports: dict = {}
 
 
-def exported(case: Case):
+def exported_case(case: Case):
     """(torch model, ONNX model) of a case, exported once per test session."""
     key = case.name
     if key not in _exports:

@@ -24,7 +24,7 @@ def _rand(shape, seed, lo=0.5, hi=1.5):
     return lo + (hi - lo) * torch.rand(shape, generator=g)
 
 
-class Path(nn.Module):
+class ChannelPath(nn.Module):
     """A named channel-wise path ``a = path(z)`` on the conv output ``(N, C, H, W)``."""
 
     def __init__(self, kind: str, c: int = C_OUT, seed: int = 0):
@@ -89,7 +89,7 @@ class Net(nn.Module):
         self.stem = nn.Conv2d(3, C_MID, 3, padding=1)
         self.conv = nn.Conv2d(C_MID, C_OUT, k, padding=k // 2)
         self.short = nn.Conv2d(3, C_OUT, 1) if residual else None
-        self.path = Path(path, seed=seed)
+        self.path = ChannelPath(path, seed=seed)
         self.pool, self.reshape, self.cls, self.final = pool, reshape, cls, final
         if cls == "conv1x1":
             self.fc = nn.Conv2d(C_OUT, CLASSES, 1)
@@ -139,7 +139,7 @@ class Inception(nn.Module):
         self.b1 = nn.Conv2d(C_MID, 2, 1)
         self.b3 = nn.Conv2d(C_MID, 3, 3, padding=1)
         self.pool_branch = nn.Conv2d(C_MID, 2, 1)
-        self.path = Path("bn+relu", c=7, seed=seed)
+        self.path = ChannelPath("bn+relu", c=7, seed=seed)
         self.fc = nn.Linear(7, CLASSES)
 
     def forward(self, x):
@@ -158,7 +158,7 @@ class Dense(nn.Module):
         torch.manual_seed(seed)
         self.stem = nn.Conv2d(3, C_MID, 3, padding=1)
         self.conv = nn.Conv2d(C_MID, C_OUT, 3, padding=1)
-        self.path = Path("bn+relu", c=C_MID + C_OUT, seed=seed)
+        self.path = ChannelPath("bn+relu", c=C_MID + C_OUT, seed=seed)
         self.fc = nn.Linear(C_MID + C_OUT, CLASSES)
 
     def forward(self, x):
@@ -252,7 +252,7 @@ VARIANTS = [
 _exports: dict = {}
 
 
-def exported(v: Variant):
+def exported_variant(v: Variant):
     """(torch model, ONNX model) of a variant, exported once per test session.
 
     The dynamo exporter folds a BatchNormalization that directly follows the conv into the
@@ -271,7 +271,7 @@ def reference_model(model: nn.Module) -> nn.Module:
     """A copy that computes the logits (no trailing softmax) in autograd-friendly form."""
     ref = copy.deepcopy(model)
     for m in ref.modules():
-        if isinstance(m, Path):
+        if isinstance(m, ChannelPath):
             m.reference = True
         if isinstance(m, Net):
             m.final = None

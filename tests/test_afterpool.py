@@ -13,8 +13,8 @@ import onnxflat
 from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator
 
-from .afterpool_heads import CASES, CLASSES, HW, exported
-from .exported import rel
+from .afterpool_heads import CASES, CLASSES, HW, exported_case
+from .helpers import rel
 from .reference import hessian_measures
 from .test_autograd import torch_activations
 
@@ -54,7 +54,7 @@ def _check(model, proto, tmp_path, tol, float64=False, fc="fc.weight"):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_float32_pipeline_matches_autograd(case, tmp_path):
-    model, proto = exported(case)
+    model, proto = exported_case(case)
     _check(model, proto, tmp_path, 1e-5)
 
 
@@ -65,14 +65,14 @@ def test_float64_matches_autograd(name, tmp_path):
     """(The TorchScript Erf spelling of GELU holds sqrt(2) as a float32 constant, 1e-8 off
     torch's: its float64 check is the Gelu op's.)"""
     case = next(c for c in CASES if c.name == name)
-    model, proto = exported(case)
+    model, proto = exported_case(case)
     _check(model, proto, tmp_path, 1e-10, float64=True)
 
 
 def test_batchnorm1d_before_the_linear_keeps_the_stored_weight():
     """efficientvit-style BN1d -> Linear: the classifier is the Linear (its stored weight,
     its own input), not the BN folded into it."""
-    _, proto = exported(next(c for c in CASES if c.head == "bn1d"))
+    _, proto = exported_case(next(c for c in CASES if c.head == "bn1d"))
     after = analyze_model(proto).after
     layer = after.classifier_layer
     bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization")
@@ -94,11 +94,10 @@ def test_cli_names_the_classifier_layer_or_none(tmp_path):
 
     from onnxflat.cli import main
 
-    from .heads import VARIANTS
-    from .heads import exported as exported_variant
+    from .heads import VARIANTS, exported_variant
     from .test_cli_compare_report import SCHEMA
 
-    _, proto = exported(next(c for c in CASES if c.head == "bn1d"))
+    _, proto = exported_case(next(c for c in CASES if c.head == "bn1d"))
     path = tmp_path / "bn1d.onnx"
     path.write_bytes(proto.SerializeToString())
     r = CliRunner().invoke(main, ["inspect", str(path)])

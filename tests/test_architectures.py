@@ -44,7 +44,8 @@ def test_inspect(arch, tmp_path):
     got = {layer["conv"]: tuple(s["fn"] for s in layer["steps"]) for layer in doc["layers"]}
     assert got == arch.layers
     for line, conv in zip(heads, arch.layers):
-        assert f"'{conv}'" in line and "GlobalAveragePool" in line
+        op = "MatMul" if conv.endswith("MatMul") else "Conv2d"  # ConvNeXt's pwconv: a MatMul
+        assert f"{op} '{conv}'" in line and "GlobalAveragePool" in line
     assert (doc["classifier"] is not None) == (arch.classifier == "linear")
     assert len(doc["rejected"]) == sum(line.startswith("not a layer") for line in
                                        r.output.splitlines())

@@ -12,28 +12,37 @@ import onnxflat
 from onnxflat.graph import analyze_model
 from onnxflat.measures import FlatnessAccumulator
 
+from .helpers import rel
 from .reference import hessian_measures, loss_accuracy
 from .zoo import CASES
 
 N = 24
 
 
-def data(case, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(N, 3, case.input_hw, case.input_hw, generator=g)
+def data(case):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, *case.sample_shape, generator=g)
     y = torch.randint(0, 5, (N,), generator=g)
     return x, y
 
 
+_references: dict = {}
+
+
 def references(case, model, x, y):
+    """The autograd references of the case's data (computed once: both tests share them)."""
+    key = (case.name, x.numpy().tobytes(), y.numpy().tobytes())
+    if key not in _references:
+        _references[key] = _references_of(case, model, x, y)
+    return _references[key]
+
+
+def _references_of(case, model, x, y):
     ref_model = copy.deepcopy(model)
     layers = [hessian_measures(copy.deepcopy(ref_model), x, y, p) for p in case.convs]
     fc = hessian_measures(copy.deepcopy(ref_model), x, y, case.fc)
     return layers, fc, loss_accuracy(copy.deepcopy(ref_model), x, y)
 
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -64,13 +73,13 @@ def test_math_core_float64(case, exported):
     if case.fixed_batch:
         pytest.skip("same graph as a dynamic export")
     head = analyze_model(proto)
-    x, y = data(case, seed=1)
+    x, y = data(case)
     tensors = torch_activations(model, proto, head, x)
+    layers, fc, _ = references(case, model, x, y)
     for route in (None, "vector"):
         acc = FlatnessAccumulator(head, onnxflat.measures.Options(route=route))
         acc.update(tensors, y.numpy())
         res = acc.result("m")
-        layers, fc, _ = references(case, model, x, y)
         for got, (trace, kappa) in zip(res.layers, layers):
             assert rel(got.trace, trace) < case.f64_tol
             assert rel(got.kappa, kappa) < case.f64_tol

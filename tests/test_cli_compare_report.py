@@ -1,4 +1,5 @@
-"""`onnxflat compare` and `report`, --help/--version, the progress bar; in-process and subprocess."""
+"""`onnxflat compare` and `report`, --help/--version, the progress bar; in-process and
+subprocess."""
 
 from __future__ import annotations
 
@@ -152,3 +153,13 @@ def test_progress_bar_on_a_terminal_only(monkeypatch):
     with progress_bar(1000, "m.onnx", quiet=False) as bar:
         bar.update(500)
     assert pipe.getvalue() == ""
+
+
+def test_measure_and_compare_write_value_and_stderr_alike():
+    """One '±' format: the sharp model's kappa standard error (~170) reads '± 170' in both."""
+    m = CliRunner().invoke(main, ["measure", str(SHARP), "--data", str(TRAIN), "-q"])
+    c = CliRunner().invoke(main, ["compare", str(SHARP), str(MODEL), "--data", str(TRAIN),
+                                  "-q"])
+    assert m.exit_code == 0 and c.exit_code == 0, (m.output, c.output)
+    kappa = re.search(r"^  kappa +(\S+ ± \S+)", m.output, re.M).group(1)
+    assert "e+" not in kappa and kappa in c.output, (kappa, c.output)

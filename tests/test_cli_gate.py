@@ -207,7 +207,8 @@ def test_evaluate_totals_ratios_and_errors():
     assert one[("kappa", "total")] == (30.0, 3.0)
     assert g.parse_limit("x=y=2") == ("x=y", 2.0) and g.parse_limit("5") == ("total", 5.0)
     md = g.markdown(checks, "m.onnx", "d.npz", 10, "old.json")
-    assert md.count("❌ **FAIL") == 4 and "| kappa a | 30 ± 3 | 20 ± 4 | 1.5 ± 0.34 | +50.0% |" in md
+    assert md.count("❌ **FAIL") == 4
+    assert "| kappa a | 30 ± 3 | 20 ± 4 | 1.5 ± 0.34 | +50.0% |" in md
     # Only the total by default.
     assert [c.subject for c in g.evaluate(new, {}, old, 1.2, max_accuracy_drop=None)] == ["total"]
 

@@ -66,18 +66,18 @@ def test_inspect_sample():
 
 def test_measure_threads(tmp_path, monkeypatch):
     """--threads reaches onnxruntime and the math (same numbers as all cores); 0 is refused."""
-    from onnxflat import api
+    from onnxflat import runtime
     from onnxflat.measures import flatness
 
     seen = []
     monkeypatch.setattr(flatness, "available_cores", lambda: 2)
-    original = api.Extractor
+    original = runtime.Extractor
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("threads"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(api, "Extractor", spy)
+    monkeypatch.setattr(runtime, "Extractor", spy)
     docs = []
     for extra in ([], ["--threads", "1"], ["--threads", "3"]):
         out = tmp_path / f"r{len(docs)}.json"

@@ -74,7 +74,7 @@ def test_image_folder_run_equals_npz_run(tmp_path, digit_pngs):
     np.testing.assert_allclose(numbers(img), numbers(npz), rtol=1e-5, atol=1e-9)
 
 
-def test_npy_pair_is_memory_mapped_and_equals_npz(tmp_path, train):
+def test_npy_pair_streams_and_equals_npz(tmp_path, train):
     x, y = train
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)

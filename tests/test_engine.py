@@ -21,10 +21,12 @@ from onnxflat.data.spec import DataSpec  # noqa: E402
 from onnxflat.engine import SCHEDULER_CONFIG, measure_many  # noqa: E402
 from onnxflat.errors import DataError, HeadNotFoundError  # noqa: E402
 from onnxflat.partial import PartialError, compute  # noqa: E402
+from onnxflat.prepared import RunOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(ROOT / "models" / "digits_cnn.onnx")
 DATA = DataSpec(str(ROOT / "models" / "digits_train.npz"))
+ONE_THREAD = RunOptions(threads=1)
 
 
 class KillOnShard(WorkerPlugin):
@@ -65,7 +67,7 @@ def numbers(res: dict) -> np.ndarray:
 
 
 def test_cluster_matches_single_process(client, single):
-    (merged,) = measure_many(client, [MODEL], DATA, shards=5, threads=1, progress=False)
+    (merged,) = measure_many(client, [MODEL], DATA, 5, ONE_THREAD, progress=False)
     assert merged.moments.n == 1300
     np.testing.assert_allclose(numbers(merged.result().to_dict()), numbers(single),
                                rtol=1e-12, atol=0)
@@ -76,7 +78,7 @@ def test_killed_worker_shard_is_retried_once(client, single, tmp_path):
     client.register_plugin(KillOnShard(str(marker), 3), name="kill")
     try:
         t0 = time.monotonic()
-        (merged,) = measure_many(client, [MODEL], DATA, shards=6, threads=1, progress=False)
+        (merged,) = measure_many(client, [MODEL], DATA, 6, ONE_THREAD, progress=False)
         assert time.monotonic() - t0 < 60
     finally:
         client.unregister_worker_plugin("kill")
@@ -92,7 +94,7 @@ def test_shard_that_keeps_killing_workers_is_named(client, tmp_path):
     try:
         with pytest.raises(PartialError, match=r"1 of 4 shards did not complete: shard 2/4 "
                                                r"\(KilledWorker"):
-            measure_many(client, [MODEL], DATA, shards=4, threads=1, progress=False)
+            measure_many(client, [MODEL], DATA, 4, ONE_THREAD, progress=False)
     finally:
         client.unregister_worker_plugin("kill")
     assert len(marker.read_text().split()) == 2
@@ -109,7 +111,7 @@ def test_user_error_on_a_worker_is_reported_not_retried(client, tmp_path):
 
 
 def test_many_models(client, single):
-    merged = measure_many(client, [MODEL, MODEL], DATA, shards=3, threads=1, progress=False)
+    merged = measure_many(client, [MODEL, MODEL], DATA, 3, ONE_THREAD, progress=False)
     for m in merged:
         np.testing.assert_allclose(numbers(m.result().to_dict()), numbers(single),
                                    rtol=1e-12, atol=0)

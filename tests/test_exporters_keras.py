@@ -16,8 +16,15 @@ from click.testing import CliRunner
 from onnxflat.cli import main
 from onnxflat.graph import analyze
 
-from .exported import (ROOT, assert_after_pool, assert_measure_matches, assert_refusal, data,
-                       references, rel)
+from .framework_exports import (
+    ROOT,
+    assert_after_pool,
+    assert_measure_matches,
+    assert_refusal,
+    data,
+    references,
+)
+from .helpers import rel
 
 FIXTURES = ROOT / "keras"
 REFS = references("keras")
@@ -83,7 +90,7 @@ def test_fixtures_are_tf2onnx_exports():
     assert set(HEADS) == set(MEASURED)
     assert set(REFUSALS) | set(MEASURED) | set(AFTER_POOL) == set(REFS)
     opsets = set()
-    for name, entry in REFS.items():
+    for entry in REFS.values():
         m = onnx.load(FIXTURES / entry["file"])
         assert m.producer_name == "tf2onnx"
         opsets.add(entry["opset"])
@@ -124,6 +131,34 @@ def test_keras_measure_matches_tensorflow(name):
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_keras_refusal_names_node_and_reason(name):
     assert_refusal("keras", REFS[name], *REFUSALS[name])
+
+
+# Keras Conv1D -> GlobalAveragePooling1D -> Dense (tests/fixtures/keras_conv1d): tf2onnx writes
+# the Conv1D as Unsqueeze -> a 1 x k Conv -> Squeeze, so the pooled tensor holds the conv's
+# axes N, C, W (NCW, its H of size 1 squeezed) or N, W, C (NWC, channel-last).
+REFS_1D = references("keras_conv1d")
+NCW, NWC = (0, 1, 3), (0, 3, 1)
+HEADS_1D = {  # case -> (pooling op, layout of the pooling input, channel-wise fns)
+    "conv1d_bn_relu": ("GlobalAveragePool", NCW, ["mul", "add", "relu"]),
+    "conv1d_swish_stride2_softmax": ("GlobalAveragePool", NCW, ["add", "sigmoid", "mul"]),
+    "conv1d_causal_dilated_gelu_tanh": (
+        "ReduceMean", NWC, ["add", "mul", "pow", "mul", "add", "mul", "tanh", "add", "mul"]),
+    "conv1d_residual_leaky": ("ReduceMean", NWC, ["add", "add", "leaky_relu"]),
+    "conv1d_bn_relu_nlc": ("ReduceMean", NWC, ["mul", "add", "relu"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFS_1D))
+def test_keras_conv1d_head_and_measures(name):
+    entry = REFS_1D[name]
+    pool_op, layout, fns = HEADS_1D[name]
+    head = analyze(ROOT / "keras_conv1d" / entry["file"])
+    (layer,) = head.layers
+    assert layer.conv.node == entry["layers"][0]["onnx_conv"]
+    assert layer.conv.kernel_size[0] == 1 and head.input_shape[1:] == (16, 2)
+    assert head.pooling.op == pool_op and layer.layout == layout
+    assert [s.fn for s in layer.steps if s.fn not in ("transpose", "squeeze")] == fns
+    assert_measure_matches("keras_conv1d", entry)
 
 
 def test_keras_cli_measure_and_inspect(tmp_path):

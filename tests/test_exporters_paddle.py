@@ -12,7 +12,13 @@ import pytest
 
 from onnxflat.graph import analyze
 
-from .exported import ROOT, assert_after_pool, assert_measure_matches, assert_refusal, references
+from .framework_exports import (
+    ROOT,
+    assert_after_pool,
+    assert_measure_matches,
+    assert_refusal,
+    references,
+)
 
 FIXTURES = ROOT / "paddle"
 REFS = references("paddle")

@@ -12,14 +12,12 @@ import onnxflat
 from onnxflat.graph import analyze_model
 
 from .heads import CLASSES, HW, Net, reference_model
+from .helpers import rel
 from .reference import hessian_measures
 from .zoo import export
 
 N = 12
 
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 def _data():

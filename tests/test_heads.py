@@ -10,19 +10,17 @@ import torch
 import onnxflat
 from onnxflat.graph import analyze_model
 
-from .heads import CLASSES, HW, VARIANTS, exported, reference_model
+from .heads import CLASSES, HW, VARIANTS, exported_variant, reference_model
+from .helpers import rel
 from .reference import hessian_measures, loss_accuracy
 
 N = 12
 
 
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
-
 
 @pytest.mark.parametrize("v", VARIANTS, ids=lambda v: v.name)
 def test_analyzer_reads_head(v):
-    _, proto = exported(v)
+    _, proto = exported_variant(v)
     head = analyze_model(proto)
     assert [s.fn for s in head.layers[0].steps] == list(v.steps)
     assert len(head.layers) == len(v.convs)
@@ -41,7 +39,7 @@ def test_analyzer_reads_head(v):
 
 @pytest.mark.parametrize("v", VARIANTS, ids=lambda v: v.name)
 def test_measure_matches_autograd(v, tmp_path):
-    model, proto = exported(v)
+    model, proto = exported_variant(v)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(N, 3, HW, HW, generator=g)
     classes = CLASSES if v.fc else analyze_model(proto).num_features

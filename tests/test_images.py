@@ -25,16 +25,10 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def torchvision_transforms():
-    """torchvision.transforms (the wheel here is CUDA-linked: its C++ operators are declared
-    by hand so that the pure-Python part imports)."""
-    import torch
-    try:
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        torchvision_transforms.lib = lib  # keep the registration alive
-    except RuntimeError:  # declared already (by torchvision itself or an earlier call)
-        pass
+    pytest.importorskip("torch")
+    from .zoo import torchvision_ops
+
+    torchvision_ops()
     return pytest.importorskip("torchvision.transforms")
 
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import onnxflat
 
-from .zoo import ConvNeXtBlock, Head, export, fold_bn_into_conv
+from .zoo import ConvNeXtBlock, TinyCnn, export, fold_bn_into_conv
 
 
 def _save(model, tmp_path, name, **kw):
@@ -28,7 +28,7 @@ def xy():
                                                                         generator=g).numpy()
 
 
-def _rescale_filters(model: Head, lam: torch.Tensor) -> Head:
+def _rescale_filters(model: TinyCnn, lam: torch.Tensor) -> TinyCnn:
     """Scale conv filter j by lam_j and classifier column j by 1/lam_j (ReLU: same function)."""
     m = copy.deepcopy(model)
     with torch.no_grad():
@@ -39,7 +39,7 @@ def _rescale_filters(model: Head, lam: torch.Tensor) -> Head:
 
 
 def test_kappa_invariant_under_filter_rescaling(tmp_path, xy):
-    base = Head(nn.ReLU(), seed=4).eval()
+    base = TinyCnn(nn.ReLU(), seed=4).eval()
     lam = torch.tensor([0.5, 2.0, 3.0, 0.25, 1.5, 4.0])
     a = onnxflat.measure(_save(base, tmp_path, "a"), *xy)
     b = onnxflat.measure(_save(_rescale_filters(base, lam), tmp_path, "b"), *xy)
@@ -69,7 +69,7 @@ def test_pointwise_kappa_invariant_under_filter_rescaling(act, tmp_path, xy):
 
 
 def test_classifier_kappa_invariant_under_feature_rescaling(tmp_path, xy):
-    base = Head(nn.ReLU(), seed=5).eval()
+    base = TinyCnn(nn.ReLU(), seed=5).eval()
     lam = 3.0
     scaled = _rescale_filters(base, torch.full((6,), 1.0 / lam))  # g / lam, W * lam
     a = onnxflat.measure(_save(base, tmp_path, "a"), *xy)
@@ -102,7 +102,7 @@ def test_kappa_invariant_with_a_non_linear_head(tmp_path, xy, kind):
 
 
 def test_kappa_invariant_under_bn_folding(tmp_path, xy):
-    model = Head(nn.ReLU(), bn="before", seed=6).eval()
+    model = TinyCnn(nn.ReLU(), bn="before", seed=6).eval()
     kept = _save(model, tmp_path, "kept", keep_bn=True)
     folded = _save(fold_bn_into_conv(copy.deepcopy(model)), tmp_path, "folded")
     assert "affine" in onnxflat.analyze(kept).describe()
@@ -119,7 +119,7 @@ def _flat(res):
 
 
 def test_batch_size_and_order_do_not_matter(tmp_path, xy):
-    path = _save(Head(nn.SiLU(), seed=7).eval(), tmp_path, "m")
+    path = _save(TinyCnn(nn.SiLU(), seed=7).eval(), tmp_path, "m")
     x, y = xy
     ref = _flat(onnxflat.measure(path, x, y, batch_size=64))
     for b in (1, 7):
@@ -131,7 +131,7 @@ def test_batch_size_and_order_do_not_matter(tmp_path, xy):
 
 
 def test_fixed_batch_one_export_equals_dynamic(tmp_path, xy):
-    model = Head(nn.ReLU6(), stride=2, seed=8).eval()
+    model = TinyCnn(nn.ReLU6(), stride=2, seed=8).eval()
     fixed = _save(model, tmp_path, "fixed", fixed_batch=True)
     dynamic = _save(model, tmp_path, "dynamic")
     assert onnxflat.analyze(fixed).input_shape[0] == 1

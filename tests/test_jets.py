@@ -71,7 +71,8 @@ CASES = {  # name: (jets call on u (and w), torch function of t)
 }
 
 def test_every_math_function_is_covered():
-    names = set(jets.FUNCTIONS) - {"transpose", "take", "concat", "pow", "max", "min"}
+    names = set(jets.FUNCTIONS) - {"transpose", "unsqueeze", "squeeze", "take", "concat", "pow",
+                                   "max", "min"}
     assert names <= set(CASES), names - set(CASES)
 
 
@@ -114,3 +115,11 @@ def test_transpose_moves_all_orders():
     for a, k in ((out.v, 1), (out.d1, 2), (out.d2, 3)):
         np.testing.assert_array_equal(a, k * v.transpose(0, 2, 3, 1))
 
+
+def test_unsqueeze_and_squeeze_move_all_orders():
+    v = np.arange(6.0).reshape(1, 2, 3)
+    up = jets.unsqueeze(jets.Jet(v, 2 * v, None), (2, 4))
+    assert up.v.shape == up.d1.shape == (1, 2, 1, 3, 1) and up.d2 is None
+    down = jets.squeeze(up, (2, 4))
+    for a, k in ((down.v, 1), (down.d1, 2)):
+        np.testing.assert_array_equal(a, k * v)

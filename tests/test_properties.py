@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mpmath
 import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import mpmath
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -32,7 +31,8 @@ from .reference import hessian_measures
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 ACTIVATIONS = {  # ONNX op (attributes) -> torch function
-    "Relu": ({}, F.relu), "LeakyRelu": ({"alpha": 0.125}, lambda z: F.leaky_relu(z, 0.125)),  # float32-exact
+    "Relu": ({}, F.relu),
+    "LeakyRelu": ({"alpha": 0.125}, lambda z: F.leaky_relu(z, 0.125)),  # float32-exact
     "Tanh": ({}, torch.tanh), "Sigmoid": ({}, torch.sigmoid), "Softplus": ({}, F.softplus),
     "Elu": ({"alpha": 1.0}, F.elu), "Identity": ({}, lambda z: z)}
 EPS = 1e-5
@@ -175,9 +175,6 @@ def flat(res) -> np.ndarray:
                      *layer.per_filter["kappa"]])
 
 
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-12)
-
 
 @SETTINGS
 @given(specs())
@@ -260,7 +257,7 @@ def test_moments_merge_equals_numpy(chunks):
 @given(specs(), st.floats(5.0, 60.0))
 def test_saturated_softmax_keeps_relative_precision(s, scale):
     """Classifier weights scaled up until the softmax saturates (tails down to 1e-300): the
-    loss and the classifier measures keep 1e-12 relative precision against 50-digit
+    loss and the classifier measures keep 1e-12 relative precision against 400-digit
     arithmetic, and a ReLU head's conv trace and kappa stay >= 0 (PSD forms), where a
     subtraction 1 - p would leave rounding noise of either sign."""
     s = Spec(**{**s.__dict__, "act": "Relu", "bn": None})

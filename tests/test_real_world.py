@@ -348,26 +348,15 @@ def test_onnxruntime_quantized_sample_refused(how, tmp_path):
 
 # ---- torchvision / timm exports ---------------------------------------------------------
 
-def _torchvision_ops() -> None:
-    """Declare torchvision's custom ops when its compiled extension cannot load (a wheel
-    built for another device): its pure-Python model definitions import after that."""
-    import torch
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _torchvision_ops.lib = lib  # the definitions live as long as the library object
-
-
 def efficientnet_v2_s_narrow():
     """torchvision's efficientnet_v2_s at its full depth (40 blocks: the graph that once
     hit the recursion limit) with 8 channels."""
     from functools import partial
 
     import torch
-    _torchvision_ops()
+
+    from .zoo import torchvision_ops
+    torchvision_ops()
     from torchvision.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
     cfg = [FusedMBConvConfig(1, 3, 1, 8, 8, 2), FusedMBConvConfig(4, 3, 2, 8, 8, 4),
            FusedMBConvConfig(4, 3, 2, 8, 8, 4), MBConvConfig(4, 3, 2, 8, 8, 6),
@@ -379,10 +368,11 @@ def efficientnet_v2_s_narrow():
 def dpn_narrow():
     """timm's DPN blocks (dpn68's dual paths: the last conv's channels are sliced into the
     residual and the dense path, then concatenated) with a few channels."""
-    import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    _torchvision_ops()
+
+    from .zoo import torchvision_ops
+    torchvision_ops()
     from timm.models.dpn import DualPathBlock
 
     from .architectures import bn
@@ -436,7 +426,8 @@ def test_export_measured_against_autograd(build, param, steps, keep_bn, hw, tmp_
 
 
 def _timm_narrow(name):
-    _torchvision_ops()
+    from .zoo import torchvision_ops
+    torchvision_ops()
     from timm.models import nfnet
     from timm.models.resnet import BasicBlock, Bottleneck, ResNet
     if name == "seresnet18":

@@ -18,14 +18,17 @@ EXTRA_INPUTS = {  # op -> constant inputs after X
     "BatchNormalization": [np.full(C, v, np.float32) for v in (1.5, 0.1, 0.2, 0.9)],
     "PRelu": [np.full((C, 1, 1), 0.1, np.float32)],
     "Pow": [np.array(2.0, np.float32)],
+    "Unsqueeze": [np.array([4], np.int64)],
+    "Squeeze": [np.array([3], np.int64)],
 }
+SHAPES = {"Squeeze": [1, C, 2, 1]}  # Squeeze drops a spatial axis of static size 1
 ATTRS = {"Cast": {"to": onnx.TensorProto.FLOAT}, "Transpose": {"perm": [0, 2, 3, 1]},
          "Clip": {}}
 
 
 def _node_of(op: str) -> tuple[GraphIndex, onnx.NodeProto]:
     """A one-node model applying ``op`` to X ``(1, C, 2, 2)`` (binary ops: times a per-channel
-    constant)."""
+    constant; ``SHAPES`` where the op needs another)."""
     consts = EXTRA_INPUTS.get(op)
     if consts is None and op in ("Add", "Sum", "Sub", "Mul", "Div", "Max", "Min"):
         consts = [np.full((C, 1, 1), 0.5, np.float32)]
@@ -33,7 +36,8 @@ def _node_of(op: str) -> tuple[GraphIndex, onnx.NodeProto]:
     names = [f"k{i}" for i in range(len(consts))]
     node = helper.make_node(op, ["X", *names], ["Y"], **ATTRS.get(op, {}))
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [1, C, 2, 2])],
+        [node], "g", [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT,
+                                                   SHAPES.get(op, [1, C, 2, 2]))],
         [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)],
         [numpy_helper.from_array(v, n) for v, n in zip(consts, names)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from onnxflat.runtime import INLINE_BYTES, session_options, with_outputs
 
@@ -20,18 +20,19 @@ def small_model() -> onnx.ModelProto:
              numpy_helper.from_array(rng.standard_normal((10, 16)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "wb"),
              numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "k2")]
-    nodes = [helper.make_node("Conv", ["x", "k", "kb"], ["z"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["z"], ["h"]),
-             helper.make_node("GlobalAveragePool", ["h"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "w", "wb"], ["logits"], transB=1),
-             helper.make_node("Softmax", ["logits"], ["prob"]),
-             helper.make_node("Conv", ["x", "k2"], ["unused"], pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 10]),
-         helper.make_tensor_value_info("unused", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, 8, 8] x) => (float[N, 10] prob, float unused) {
+            z = Conv <pads = [1, 1, 1, 1]> (x, k, kb)
+            h = Relu (z)
+            g = GlobalAveragePool (h)
+            f = Flatten (g)
+            logits = Gemm <transB = 1> (f, w, wb)
+            prob = Softmax (logits)
+            unused = Conv <pads = [1, 1, 1, 1]> (x, k2)
+        }""")
+    model.graph.initializer.extend(inits)
+    return model
 
 
 def test_pruned_copy_with_weights_as_arrays_runs_like_the_model():

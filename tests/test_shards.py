@@ -180,3 +180,26 @@ def test_data_copy_elsewhere_merges_but_other_subset_does_not(tmp_path, three, s
     refused([a[0], b[1]], "different data")
     r = cli("merge", *a)
     assert r.exit_code == 0 and "500 samples" in r.output
+
+
+def test_head_digest_is_structure_and_weights_only(monkeypatch):
+    """Wording of the description and the file's path leave the digest alone; a weight or a
+    step parameter changes it."""
+    import dataclasses
+
+    from onnxflat.graph import analyze, head
+    from onnxflat.graph.structure import digest
+
+    h = analyze(MODEL)
+    before = digest(h)
+    for cls in (head.Conv, head.Layer, head.Head):
+        monkeypatch.setattr(cls, "describe", lambda self: "reworded")
+    assert digest(dataclasses.replace(h, model_path="elsewhere.onnx")) == before
+    layer = h.layers[0]
+    kernel = layer.conv.kernel.copy()
+    kernel[0, 0, 0, 0] += 1e-12
+    moved = dataclasses.replace(layer, conv=dataclasses.replace(layer.conv, kernel=kernel))
+    assert digest(dataclasses.replace(h, layers=(moved,))) != before
+    step = dataclasses.replace(layer.steps[0], params={"k": 2.0})
+    stepped = dataclasses.replace(layer, steps=(step, *layer.steps[1:]))
+    assert digest(dataclasses.replace(h, layers=(stepped,))) != before

@@ -1,4 +1,5 @@
-"""tools/study.py: the quick mode end to end, and docs/study.md's numbers against its raw results."""
+"""tools/study.py: the quick mode end to end, and docs/study.md's numbers against its raw
+results."""
 
 from __future__ import annotations
 

@@ -15,12 +15,12 @@ import onnxflat.torch as oft
 from onnxflat.cli import main
 from onnxflat.errors import DataError, OnnxflatError
 
-from .zoo import Head, Residual
+from .zoo import Residual, TinyCnn
 
 MODELS = {
-    "relu": lambda: Head(stride=2, pad=1),
+    "relu": lambda: TinyCnn(stride=2, pad=1),
     "residual_projection_bn": lambda: Residual(True),
-    "bn_silu": lambda: Head(nn.SiLU(), bn="before"),
+    "bn_silu": lambda: TinyCnn(nn.SiLU(), bn="before"),
 }
 TOL = 1e-6
 

@@ -19,7 +19,6 @@ from .reference import hessian_measures
 from .zoo import export
 
 
-
 def _torchvision():
     """torchvision's model definitions; a wheel whose C ops do not load (a CUDA build on a CPU
     machine) gets stand-in op schemas, which the models never call."""

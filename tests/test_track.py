@@ -13,7 +13,7 @@ import onnxflat.torch as oft
 from onnxflat.errors import OnnxflatError
 from onnxflat.track import RunLog, read_run
 
-from .zoo import Head
+from .zoo import TinyCnn
 
 
 class Writer:
@@ -44,7 +44,7 @@ def test_loop_rows_and_restart_appends(tmp_path, data, suffix):
     dataset = torch.utils.data.TensorDataset(x, y)
     loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True)
     writer = Writer()
-    model = Head()
+    model = TinyCnn()
     tracker = oft.Tracker(loader, path, every=2, subset=25, seed=3, writer=writer)
     for epoch in range(5):
         nudge(model, epoch)
@@ -80,7 +80,7 @@ def test_csv_with_other_columns_is_refused(tmp_path, data):
     RunLog(path).append({"epoch": 0, "loss": 1.0})
     tracker = oft.Tracker(*data[:1], path, y=data[1], subset=10)
     with pytest.raises(OnnxflatError, match="other columns"):
-        tracker(Head(), 0)
+        tracker(TinyCnn(), 0)
     with pytest.raises(OnnxflatError, match=".jsonl or .csv"):
         RunLog(tmp_path / "run.txt")
 
@@ -92,7 +92,7 @@ def test_lightning_callback_and_resume(tmp_path, data):
     class Module(pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.net = Head()
+            self.net = TinyCnn()
 
         def forward(self, x):
             return self.net(x)

@@ -38,7 +38,7 @@ def test_torch_namespace_matches_numpy(case, route, exported):
     _, proto = exported(case)
     head = analyze_model(proto)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((9, 3, case.input_hw, case.input_hw)).astype(np.float32)
+    x = rng.standard_normal((9, *case.sample_shape)).astype(np.float32)
     y = rng.integers(0, 5, 9)
     tensors = Extractor(proto, head, device="cpu").run(x)
     as_torch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
@@ -91,7 +91,7 @@ def test_torch_namespace_non_linear_head(name):
     from . import afterpool_heads
 
     case = next(c for c in afterpool_heads.CASES if c.name == name)
-    _, proto = afterpool_heads.exported(case)
+    _, proto = afterpool_heads.exported_case(case)
     head = analyze_model(proto)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7, 3, afterpool_heads.HW, afterpool_heads.HW)).astype(np.float32)

@@ -1,6 +1,9 @@
 """Export small Keras CNNs with tf2onnx and compute reference values with TensorFlow autograd.
 
-Writes tests/fixtures/keras/: one ``<case>.onnx`` per model, ``data.npz`` (the float32 NHWC
+Writes one folder per suite, tests/fixtures/keras/ (2-D CNNs, NHWC images) and
+tests/fixtures/keras_conv1d/ (1-D CNNs, NLC sequences: Conv1D -> GlobalAveragePooling1D ->
+Dense, which tf2onnx writes as Unsqueeze -> a 1 x k Conv -> Squeeze): one ``<case>.onnx``
+per model, ``data.npz`` (the float32 channel-last
 inputs ``x`` and int64 labels ``y`` shared by every case; a case exported with tf2onnx's
 ``inputs_as_nchw`` takes them transposed) and ``references.json`` (for each
 measured case, the Hessian trace / kappa of the mean cross-entropy w.r.t. each head conv
@@ -11,7 +14,7 @@ References are TensorFlow float64: the model is rebuilt with float64 weights (th
 float32 values), the loss is ``sparse_softmax_cross_entropy_with_logits`` on the logits
 (a Dense softmax activation is switched off for the reference), and the full Hessian
 w.r.t. one kernel comes from nested ``tf.GradientTape`` (jacobian of the gradient).
-Filters are the last axis of a Keras kernel ``(kh, kw, C_in/g, C_out)`` (a depthwise
+Filters are the last axis of a Keras kernel ``(*k, C_in/g, C_out)`` (a depthwise
 kernel ``(kh, kw, C_in, m)`` has filter ``c * m + k``, the ONNX channel order); for the
 Dense kernel ``(F, C)`` the rows of the classifier are its columns. tf2onnx folds
 per-channel scales into the conv (e.g. a BatchNormalization right after it); the
@@ -22,7 +25,7 @@ Needs TensorFlow and tf2onnx (not test dependencies), e.g. in a separate venv:
 
     python -m venv /work/tfvenv && /work/tfvenv/bin/pip install 'tensorflow-cpu==2.21.*' \
         'tf2onnx==1.17.*' numpy onnx
-    /work/tfvenv/bin/python tools/make_keras_fixtures.py [--out tests/fixtures/keras]
+    /work/tfvenv/bin/python tools/make_keras_fixtures.py [--suite keras_conv1d] [--out DIR]
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
-from keras import layers as L  # noqa: E402
 from fixture_refs import stored_conv, trace_kappa  # noqa: E402
+from keras import layers as L  # noqa: E402
 
 HW, C_IN, CLASSES, N = 8, 3, 5, 24
+SEQ, C_SEQ = 16, 2  # the 1-D suite's sequences: (N, SEQ, C_SEQ)
 
 
 def stem(x, width=4):
@@ -128,6 +132,39 @@ def erf_gelu_transposes(x, ref):
     return head(L.Activation(erf_gelu)(h), ref)
 
 
+# 1-D CNNs (suite keras_conv1d)
+
+def stem1d(x):
+    return L.Conv1D(4, 3, padding="same", activation="relu", name="stem")(x)
+
+
+def head1d(h, ref, softmax=False):
+    g = L.GlobalAveragePooling1D(name="gap")(h)
+    return L.Dense(CLASSES, activation="softmax" if softmax and not ref else None, name="fc")(g)
+
+
+def conv1d_bn_relu(x, ref):
+    h = L.Conv1D(6, 3, padding="same", use_bias=False, name="head_conv")(stem1d(x))
+    return head1d(L.ReLU()(L.BatchNormalization(name="bn")(h)), ref)
+
+
+def conv1d_swish_stride2_softmax(x, ref):
+    h = L.Conv1D(6, 3, strides=2, padding="same", activation="swish", name="head_conv")(
+        stem1d(x))
+    return head1d(h, ref, softmax=True)
+
+
+def conv1d_causal_dilated_gelu_tanh(x, ref):
+    # (Keras' exact GELU uses Erfc, which tf2onnx 1.17 cannot convert.)
+    h = L.Conv1D(6, 3, dilation_rate=2, padding="causal", name="head_conv")(stem1d(x))
+    h = L.Activation(lambda t: keras.activations.gelu(t, approximate=True))(h)
+    return head1d(h, ref)
+
+
+def conv1d_residual_leaky(x, ref):
+    s = L.Conv1D(6, 3, padding="same", activation="relu", name="stem")(x)
+    h = L.Conv1D(6, 5, padding="same", name="head_conv")(s)
+    return head1d(L.LeakyReLU(negative_slope=0.1)(L.Add()([h, s])), ref)
 def dense_pointwise_residual(x, ref):
     # Dense on a feature map: tf2onnx's Tensordot (Reshape to rows -> MatMul -> Reshape back);
     # the last Dense is the head layer, the first one's output its patches
@@ -215,10 +252,21 @@ CASES = [
 ]
 
 
-def build(case: Case, dtype: str, ref: bool) -> keras.Model:
+CASES_1D = [
+    Case("conv1d_bn_relu", conv1d_bn_relu, 13),
+    Case("conv1d_swish_stride2_softmax", conv1d_swish_stride2_softmax, 17),
+    Case("conv1d_causal_dilated_gelu_tanh", conv1d_causal_dilated_gelu_tanh, 15),
+    Case("conv1d_residual_leaky", conv1d_residual_leaky, 18),
+    Case("conv1d_bn_relu_nlc", conv1d_bn_relu, 13, options=(NO_TRANSPOSE_OPT,)),
+]
+# suite (folder under tests/fixtures) -> (cases, one sample's channel-last shape)
+SUITES = {"keras": (CASES, (HW, HW, C_IN)), "keras_conv1d": (CASES_1D, (SEQ, C_SEQ))}
+
+
+def build(case: Case, dtype: str, ref: bool, shape: tuple[int, ...]) -> keras.Model:
     keras.config.set_floatx(dtype)
     try:
-        x = keras.Input((HW, HW, C_IN), name="input")
+        x = keras.Input(shape, name="input")
         return keras.Model(x, case.build(x, ref), name=case.name)
     finally:
         keras.config.set_floatx("float32")
@@ -247,9 +295,9 @@ def randomize(model: keras.Model, seed: int) -> None:
         v.assign(val.astype(np.float32))
 
 
-def export(model: keras.Model, case: Case) -> onnx.ModelProto:
+def export(model: keras.Model, case: Case, shape: tuple[int, ...]) -> onnx.ModelProto:
     batch = 8 if FIXED_BATCH in case.options else None
-    spec = (tf.TensorSpec((batch, HW, HW, C_IN), tf.float32, name="input"),)
+    spec = (tf.TensorSpec((batch, *shape), tf.float32, name="input"),)
     nchw = ["input"] if INPUTS_AS_NCHW in case.options else None
     optimizers = None
     if NO_TRANSPOSE_OPT in case.options:
@@ -271,11 +319,11 @@ def filters(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
 
 
 def onnx_layout(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
-    """Keras kernel -> ONNX Conv weight (C_out, C_in/g, kh, kw)."""
+    """Keras kernel -> ONNX Conv weight (C_out, C_in/g, *k)."""
     if depthwise:
         kh, kw, ci, m = kernel.shape
         return kernel.reshape(kh, kw, ci * m).transpose(2, 0, 1)[:, None]
-    return kernel.transpose(3, 2, 0, 1)
+    return np.moveaxis(kernel, (-1, -2), (0, 1))
 
 
 def hessian_measures(model64, x, y, var, scale, depthwise):
@@ -305,7 +353,7 @@ def hessian_measures(model64, x, y, var, scale, depthwise):
 
 
 def references(case: Case, model32: keras.Model, proto: onnx.ModelProto, x, y) -> dict:
-    model64 = build(case, "float64", ref=True)
+    model64 = build(case, "float64", ref=True, shape=x.shape[1:])
     model64.set_weights([w.astype(np.float64) for w in model32.get_weights()])
     x64, y64 = tf.constant(x, tf.float64), tf.constant(y)
     logits = model64(x64, training=False).numpy()
@@ -335,27 +383,38 @@ def references(case: Case, model32: keras.Model, proto: onnx.ModelProto, x, y) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1]
-                                         / "tests" / "fixtures" / "keras"))
+    ap.add_argument("--suite", choices=sorted(SUITES), action="append",
+                    help="suite(s) to write (default: all)")
+    ap.add_argument("--out", help="output folder (one suite; default tests/fixtures/SUITE)")
     args = ap.parse_args()
-    out = Path(args.out)
+    suites = args.suite or sorted(SUITES)
+    if args.out and len(suites) != 1:
+        ap.error("--out needs exactly one --suite")
+    for suite in suites:
+        out = Path(args.out) if args.out else (
+            Path(__file__).resolve().parents[1] / "tests" / "fixtures" / suite)
+        write_suite(*SUITES[suite], out)
+
+
+def write_suite(cases: list[Case], shape: tuple[int, ...], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, HW, HW, C_IN)).astype(np.float32)
+    x = rng.normal(size=(N, *shape)).astype(np.float32)
     y = rng.integers(0, CLASSES, size=N).astype(np.int64)
     np.savez(out / "data.npz", x=x, y=y)
     refs = {"generator": "tools/make_keras_fixtures.py", "tensorflow": tf.__version__,
             "keras": keras.__version__, "tf2onnx": tf2onnx.__version__, "cases": {}}
-    for i, case in enumerate(CASES):
-        model = build(case, "float32", ref=False)
+    for i, case in enumerate(cases):
+        model = build(case, "float32", ref=False, shape=shape)
         randomize(model, seed=100 + i)
-        proto = export(model, case)
+        proto = export(model, case, shape)
         onnx.checker.check_model(proto)
         onnx.save(proto, out / f"{case.name}.onnx")
         entry = {"file": f"{case.name}.onnx", "opset": case.opset,
                  "tf2onnx_options": list(case.options),
-                 "input_layout": "NCHW" if INPUTS_AS_NCHW in case.options else "NHWC"}
+                 "input_layout": "NCHW" if INPUTS_AS_NCHW in case.options else
+                 {2: "NLC", 3: "NHWC"}[len(shape)]}
         if case.measured:
             entry.update(references(case, model, proto, x, y))
         refs["cases"][case.name] = entry

@@ -41,7 +41,6 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import paddle2onnx
-
 from fixture_refs import stored_conv, trace_kappa
 
 HW, C_IN, CLASSES, N = 8, 3, 5, 24
@@ -288,10 +287,10 @@ def randomize(model: nn.Layer, seed: int) -> None:
         owner, kind = name.rsplit(".", 1)
         shape = tuple(v.shape)
         if isinstance(layers[owner], nn.BatchNorm2D):
-            val = {"weight": lambda: 0.5 + rng.random(shape),
-                   "bias": lambda: rng.normal(0, 0.3, shape),
-                   "_mean": lambda: rng.normal(0, 0.2, shape),
-                   "_variance": lambda: 0.5 + rng.random(shape)}[kind]()
+            val = {"weight": lambda s: 0.5 + rng.random(s),
+                   "bias": lambda s: rng.normal(0, 0.3, s),
+                   "_mean": lambda s: rng.normal(0, 0.2, s),
+                   "_variance": lambda s: 0.5 + rng.random(s)}[kind](shape)
         elif kind == "weight":
             fan_in = shape[0] if len(shape) == 2 else int(np.prod(shape[1:]))
             val = rng.normal(0, 1.6 / np.sqrt(fan_in), shape)

@@ -98,7 +98,8 @@ def main(argv=None):
     report("digits_cnn", model, xtr, ytr, xte, yte)
     n = args.sharp_samples
     torch.manual_seed(0)
-    sharp = train(DigitsCNN(), xtr[:n], ytr[:n], epochs=args.sharp_epochs, lr=0.05, weight_decay=0.0)
+    sharp = train(DigitsCNN(), xtr[:n], ytr[:n], epochs=args.sharp_epochs, lr=0.05,
+                  weight_decay=0.0)
     export(sharp, args.out / "digits_cnn_sharp.onnx", xtr)
     report("digits_cnn_sharp", sharp, xtr, ytr, xte, yte)
 

@@ -38,8 +38,9 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-import onnxflat  # noqa: E402
 from make_sample import DigitsCNN, digits_split, export, train  # noqa: E402
+
+import onnxflat  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +226,8 @@ def run_one(run: Run, data, workdir: Path) -> dict:
         raise RuntimeError(f"{path.name}: onnxflat's loss/accuracy disagree with torch's")
     return {"name": run.name, "protocol": run.protocol, "axis": run.axis, "value": run.value,
             "seed": run.seed, "n_train": len(y),
-            "reached": None if cfg.stop_loss is None else train_loss <= cfg.stop_loss, "train_loss": train_loss, "test_loss": test_loss,
+            "reached": None if cfg.stop_loss is None else train_loss <= cfg.stop_loss,
+            "train_loss": train_loss, "test_loss": test_loss,
             "train_acc": train_acc, "test_acc": test_acc, "gap_loss": test_loss - train_loss,
             "gap_acc": train_acc - test_acc, "measures": m}
 

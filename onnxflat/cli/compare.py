@@ -5,13 +5,18 @@ from __future__ import annotations
 import click
 
 from ..errors import OnnxflatError
-from ..graph import analyze
 from ..measures.stats import chance_floor
-from ..report import compare as c
-from ..report import write_json
+from ..report import compare as c, write_json
 from .app import guard, main
-from .options import (DATA_HELP, data_options, json_option, result_doc, run_measure,
-                      run_options)
+from .options import (
+    DATA_HELP,
+    data_options,
+    json_option,
+    prepare,
+    result_doc,
+    run_measure,
+    run_options,
+)
 from .scale import engine_options
 
 
@@ -44,17 +49,24 @@ def compare(models, data, run, sort, json_out, csv_out, scale):
     """
     if len(set(models)) < len(models):
         raise OnnxflatError("a model is given twice")
-    if scale.active:
+    docs, classes = [], []
+    if scale.active:  # the workers prepare the models; here only the data is fitted
         results = [p.result() for p in scale.run(list(models), data, run)]
+        for r, m in zip(results, models):
+            prepared = prepare(m)
+            docs.append(result_doc(r, prepared.fit(data)))
+            classes.append(prepared.head.num_classes)
     else:
-        results = [run_measure(m, data, run) for m in models]
-    docs = [result_doc(r, m, data) for r, m in zip(results, models)]
+        for m in models:  # one model in memory at a time
+            prepared = prepare(m, run)
+            fitted = prepared.fit(data)
+            docs.append(result_doc(run_measure(prepared, fitted, run.quiet), fitted))
+            classes.append(prepared.head.num_classes)
     sizes = {d["n_samples"] for d in docs}
     if len(sizes) > 1:  # cannot happen with one spec, but a ranking needs it
         raise OnnxflatError(f"models saw different numbers of samples: {sorted(sizes)}")
     n = docs[0]["n_samples"]
-    low = [d["accuracy"] < chance_floor(n, analyze(m).classifier.num_classes)
-           for d, m in zip(docs, models)]
+    low = [d["accuracy"] < chance_floor(n, k) for d, k in zip(docs, classes)]
     comp = c.comparison(docs, data.name, low)
     click.echo(f"data: {data.name}, {n} samples; rank 1 = flattest")
     click.echo(c.table(comp, sort))

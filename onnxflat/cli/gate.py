@@ -7,12 +7,18 @@ from pathlib import Path
 import click
 
 from ..errors import OnnxflatError
-from ..graph import analyze
-from ..report import gate as g
-from ..report import write_json
+from ..report import gate as g, write_json
 from .app import guard, main
-from .options import (DATA_HELP, data_fingerprint, data_options, json_option, result_doc,
-                      run_measure, run_options)
+from .options import (
+    DATA_HELP,
+    data_fingerprint,
+    data_options,
+    json_option,
+    prepare,
+    result_doc,
+    run_measure,
+    run_options,
+)
 
 EXIT_FAILED = 1
 
@@ -72,7 +78,8 @@ def gate(model, data, baseline, max_increase, on, per_layer, max_accuracy_drop, 
     # Everything that can be refused is refused before the (long) run.
     ratio = g.parse_increase(max_increase)
     drop = g.parse_accuracy_drop(max_accuracy_drop)
-    head = analyze(model)
+    prepared = prepare(model, run)
+    head = prepared.head
     subjects = {g.parse_limit(spec)[0] for specs in limits.values() for spec in specs}
     known = [layer.conv.node for layer in head.layers]
     for s in sorted(subjects - {g.TOTAL, g.CLASSIFIER} - set(known)):
@@ -83,12 +90,13 @@ def gate(model, data, baseline, max_increase, on, per_layer, max_accuracy_drop, 
     if not run.kappa and ("kappa" in limits or (base is not None and "kappa" in on)):
         raise OnnxflatError("--no-filter-kappa skips the kappa this gate needs (gate the "
                             "baseline --on trace or --on kappa_layerwise, or use --max-trace)")
-    fingerprint = data_fingerprint(model, data)
+    data = prepared.fit(data)
+    fingerprint = data_fingerprint(data)
     if base is not None:
         g.match_layers([list(layer.conv.kernel.shape) for layer in head.layers], base)
         g.same_data(fingerprint, base)
-    res = run_measure(model, data, run)
-    doc = result_doc(res, model, data, fingerprint)
+    res = run_measure(prepared, data, run.quiet)
+    doc = result_doc(res, data, fingerprint)
     checks = g.evaluate(doc, limits, base, ratio, on, per_layer=per_layer,
                         max_accuracy_drop=drop, num_classes=head.num_classes)
     fit = g.fit_lines(doc, base)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from ..errors import HeadNotFoundError
-from ..graph import analyze
 from ..report import head_dict, head_summary, write_json
 from .app import guard, main
+from .options import prepare
 
 
 @main.command()
@@ -23,7 +23,7 @@ def inspect(model, json_out):
       onnxflat inspect resnet18.onnx --json head.json
     """
     try:
-        head = analyze(model)
+        head = prepare(model).head
     except HeadNotFoundError as exc:
         if json_out:
             write_json({"model": model, "refusal": {"node": exc.node, "reason": exc.reason}},

@@ -7,7 +7,15 @@ import click
 from ..errors import OnnxflatError
 from ..report import result_summary, samples, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, json_option, result_doc, run_measure, run_options
+from .options import (
+    DATA_HELP,
+    data_options,
+    json_option,
+    prepare,
+    result_doc,
+    run_measure,
+    run_options,
+)
 from .scale import scale_options
 
 
@@ -39,13 +47,15 @@ def measure(model, data, run, json_out, per_sample, scale):
             raise OnnxflatError("--per-sample is not available with --shard, --partial or "
                                 "--engine dask (partial files hold mergeable statistics, not "
                                 "samples); measure without them to write the per-sample table")
+    prepared = prepare(model, run)
+    data = prepared.fit(data)
     if scale.active:
-        (part,) = scale.run([model], data, run)
+        (part,) = scale.run([prepared], data, run)
         res = part.result()
     else:
-        res = run_measure(model, data, run, per_sample=bool(per_sample))
+        res = run_measure(prepared, data, run.quiet, per_sample=bool(per_sample))
     click.echo(result_summary(res, data_name=data.name))
     if json_out:
-        write_json(result_doc(res, model, data), json_out)
+        write_json(result_doc(res, data), json_out)
     if per_sample:
         samples.write(res.per_sample, per_sample)

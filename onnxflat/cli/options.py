@@ -1,7 +1,8 @@
 """Options shared by the commands that run a model over data, and the run they drive.
 
 ``@data_options`` adds the data source options and passes ``data=DataSpec``;
-``@run_options`` adds batch size, device, quiet... and passes ``run=RunOptions``.
+``@run_options`` adds batch size, device, quiet... and passes ``run=CliRun``. A command
+prepares each model once (:func:`prepare`) and hands the prepared model to the rest.
 """
 
 from __future__ import annotations
@@ -9,18 +10,18 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 
 import click
 
 from .. import __version__
-from ..api import DEFAULT_BATCH_SIZE, measure as measure_api
 from ..data import DataSpec, ImageOptions
 from ..data.images import parse_scale
 from ..errors import DataError
 from ..fingerprint import json_sha256
 from ..measures import Result
+from ..prepared import DEFAULT_BATCH_SIZE, PreparedModel, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,14 @@ CenterCrop(224), ToTensor(), Normalize(m, s) is --resize-shorter 256 --center-cr
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How to run: samples per onnxruntime call, provider, filter-wise kappa, progress bar,
-    CPU threads (None: all cores this process may use)."""
+class CliRun(RunOptions):
+    """The run's options, and whether to hide the progress bar."""
 
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = "auto"
-    kappa: bool = True
     quiet: bool = False
-    threads: int | None = None
+
+    def options(self) -> RunOptions:
+        """The run's options without the command line's own (picklable for workers)."""
+        return RunOptions(**{f.name: getattr(self, f.name) for f in fields(RunOptions)})
 
 
 def _scale(ctx, param, value):
@@ -144,8 +144,8 @@ def run_options(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, batch_size, device, no_filter_kappa, quiet, threads, **kwargs):
-        kwargs["run"] = RunOptions(batch_size=batch_size, device=device,
-                                   kappa=not no_filter_kappa, quiet=quiet, threads=threads)
+        kwargs["run"] = CliRun(batch_size=batch_size, device=device, kappa=not no_filter_kappa,
+                               quiet=quiet, threads=threads)
         return fn(*args, **kwargs)
 
     for option in reversed(options):
@@ -157,13 +157,9 @@ def json_option(help_text: str = "Write the full result as JSON."):
     return click.option("--json", "json_out", type=click.Path(dir_okay=False), help=help_text)
 
 
-def fit_data(model: str, data: DataSpec) -> DataSpec:
-    """``data`` with image options left open filled from the model's input."""
-    if data.kind != "images":
-        return data
-    from ..graph import analyze
-    head = analyze(model)
-    return data.fit(head.input_shape, head.classifier.num_classes)
+def prepare(model: str, run: CliRun | None = None) -> PreparedModel:
+    """``model`` parsed and analyzed (once per command), to run with ``run``'s options."""
+    return PreparedModel.load(model, run.options() if run else RunOptions())
 
 
 def progress_bar(total: int, model: str, quiet: bool):
@@ -174,28 +170,29 @@ def progress_bar(total: int, model: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
 
 
-def data_fingerprint(model: str, data: DataSpec) -> dict:
-    """What names the data a result was measured on: name, source (``DataSpec.describe``),
-    sha256 (contents and options) and its parts (``DataSpec.fingerprint_parts``), which
-    ``gate`` compares with its baseline's."""
-    data = fit_data(model, data)
+def data_fingerprint(data: DataSpec) -> dict:
+    """What names the data (fitted to the model) a result was measured on: name, source
+    (``DataSpec.describe``), sha256 (contents and options) and its parts
+    (``DataSpec.fingerprint_parts``), which ``gate`` compares with its baseline's."""
     parts = data.fingerprint_parts()
     return {"name": data.name, "source": data.describe(), "sha256": json_sha256(parts),
             "parts": parts}
 
 
-def result_doc(res: Result, model: str, data: DataSpec, fingerprint: dict | None = None) -> dict:
-    """``res`` as a JSON-ready dict with the onnxflat version that wrote it and the data it
-    was measured on (``fingerprint``, computed by :func:`data_fingerprint` if not given)."""
+def result_doc(res: Result, data: DataSpec, fingerprint: dict | None = None) -> dict:
+    """``res`` as a JSON-ready dict with the onnxflat version that wrote it and the data
+    (fitted to the model) it was measured on (``fingerprint``, computed if not given)."""
     return {"onnxflat": __version__, **res.to_dict(),
-            "data": fingerprint or data_fingerprint(model, data)}
+            "data": fingerprint or data_fingerprint(data)}
 
 
-def run_measure(model: str, data: DataSpec, run: RunOptions, per_sample: bool = False) -> Result:
-    """Measure ``model`` on ``data`` with a progress bar unless quiet."""
-    ds = fit_data(model, data).open()
+def run_measure(prepared: PreparedModel, data: DataSpec, quiet: bool = False,
+                per_sample: bool = False) -> Result:
+    """Measure ``prepared`` on ``data`` (fitted to it) with a progress bar unless quiet."""
+    ds = data.open()
     log.info("data: %s, %d samples", data.name, len(ds))
-    with progress_bar(len(ds), model, run.quiet) as bar:
-        return measure_api(model, ds, batch_size=run.batch_size, kappa=run.kappa,
-                           device=run.device, threads=run.threads, per_sample=per_sample,
-                           progress=lambda done: bar.update(done - bar.n))
+    if quiet or not sys.stderr.isatty():  # no bar: tqdm is not even imported
+        return prepared.measure(ds, per_sample=per_sample)
+    with progress_bar(len(ds), prepared.name, quiet) as bar:
+        return prepared.measure(ds, per_sample=per_sample,
+                                progress=lambda done: bar.update(done - bar.n))

@@ -9,10 +9,9 @@ import click
 import numpy as np
 
 from ..errors import OnnxflatError
-from ..graph import analyze
 from ..report import head_summary, html, write_json
 from .app import guard, main
-from .options import DATA_HELP, data_options, fit_data, result_doc, run_measure, run_options
+from .options import DATA_HELP, data_options, prepare, result_doc, run_measure, run_options
 
 
 @main.command(epilog=DATA_HELP)
@@ -34,10 +33,12 @@ def report(model, data, run, out_dir, top):
       onnxflat report models/digits_cnn.onnx --data models/digits_train.npz --out report/
     """
     html.require_matplotlib()  # before the run, so a missing extra costs nothing
-    head_text = head_summary(analyze(model))
-    res = run_measure(model, data, run, per_sample=top > 0)
-    doc = result_doc(res, model, data)
-    samples = _top_samples(model, data, res.per_sample, top) if top else ""
+    prepared = prepare(model, run)
+    data = prepared.fit(data)
+    head_text = head_summary(prepared.head)
+    res = run_measure(prepared, data, run.quiet, per_sample=top > 0)
+    doc = result_doc(res, data)
+    samples = _top_samples(data, res.per_sample, top) if top else ""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -54,10 +55,11 @@ def report(model, data, run, out_dir, top):
     click.echo(f"wrote {out / 'report.html'}")
 
 
-def _top_samples(model: str, data, table, k: int) -> str:
-    """The top samples' HTML section, with thumbnails when the inputs are images."""
+def _top_samples(data, table, k: int) -> str:
+    """The top samples' HTML section, with thumbnails when the inputs are images (``data``
+    fitted to the model)."""
     label, rows, shares = html.top_samples(table, k)
-    ds = fit_data(model, data).open()
+    ds = data.open()
     where = {int(r): i for i, r in enumerate(ds.index)} if ds.index is not None else None
     index = [int(i) for i in rows["index"]]
     sub = ds.subset([where[i] for i in index] if where else index)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import click
 
 from ..data.spec import DataSpec
 from ..errors import OnnxflatError
 from ..partial import Partial, Shard, compute
-from .options import RunOptions
+from ..prepared import PreparedModel
+from .options import CliRun
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,12 @@ class ScaleOptions:
     def active(self) -> bool:
         return bool(self.shard or self.partial or self.engine != "local")
 
-    def run(self, models: list[str], data: DataSpec, run: RunOptions) -> list[Partial]:
-        """One merged (or, with --shard, one shard's) partial per model; writes --partial."""
+    def run(self, models: list[PreparedModel | str], data: DataSpec,
+            run: CliRun) -> list[Partial]:
+        """One merged (or, with --shard, one shard's) partial per model, prepared here or
+        given as paths (prepared where they run); writes --partial."""
         if self.partial and len(models) != 1:
             raise OnnxflatError("--partial writes the statistics of one model")
-        opts = dict(batch_size=run.batch_size, kappa=run.kappa, device=run.device)
         if self.engine == "dask":
             if self.shard:
                 raise OnnxflatError("--shard is for running one shard yourself; with "
@@ -47,10 +49,12 @@ class ScaleOptions:
                 # A local cluster shares this machine's cores among its worker processes.
                 threads = run.threads or (None if self.address else max(
                     1, (os.cpu_count() or 1) // len(client.nthreads())))
-                parts = measure_many(client, models, data, self.shards, threads=threads,
-                                     progress=not run.quiet and sys.stderr.isatty(), **opts)
+                paths = [m.name if isinstance(m, PreparedModel) else m for m in models]
+                parts = measure_many(client, paths, data, self.shards,
+                                     replace(run.options(), threads=threads),
+                                     progress=not run.quiet and sys.stderr.isatty())
         else:
-            parts = [compute(m, data, self.shard or Shard(1, 1), threads=run.threads, **opts)
+            parts = [compute(m, data, self.shard or Shard(1, 1), run.options())
                      for m in models]
         if self.partial:
             parts[0].save(self.partial)

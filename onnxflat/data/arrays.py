@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, first_line
+from ..graph.head import channel_first, layout_name
 from ..lfs import refuse_pointer
 from .npyfile import NpyFile
 
@@ -53,7 +54,7 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.y) if self.index is None else len(self.index)
 
-    def subset(self, indices) -> "ArrayDataset":
+    def subset(self, indices) -> ArrayDataset:
         """The samples at ``indices`` (kept in the given order), without copying x."""
         idx = np.asarray(indices, np.int64)
         if self.index is not None:
@@ -71,15 +72,8 @@ class ArrayDataset:
         fixed = [(i, w) for i, w in enumerate(want) if isinstance(w, int) and w > 0]
         if len(want) != len(got) or any(got[i] != w for i, w in fixed):
             shown = "x".join(str(w) if isinstance(w, int) and w > 0 else "?" for w in want)
-            hint = ""
-            if len(got) == 3 and len(want) == 3 and sorted(map(str, got)) == sorted(
-                    map(str, want)):
-                if got == (want[1], want[2], want[0]):
-                    hint = " (looks like NHWC data for an NCHW model: use x.transpose(0, 3, 1, 2))"
-                elif got == (want[2], want[0], want[1]):
-                    hint = " (looks like NCHW data for an NHWC model: use x.transpose(0, 2, 3, 1))"
             raise DataError(f"{self.name}: samples have shape {got}, the model expects "
-                            f"{shown}{hint}")
+                            f"{shown}{_layout_hint(got, want)}")
         if self.onehot_width not in (None, num_classes):
             raise DataError(f"{self.name}: one-hot labels have {self.onehot_width} columns, "
                             f"the model has {num_classes} classes")
@@ -218,3 +212,32 @@ def load_npy_pair(x_path: str | Path, y_path: str | Path) -> ArrayDataset:
         y.close()
         raise DataError(f"{py.name}: is a .npz archive, not a .npy file of labels")
     return ArrayDataset(x, y, px.name)
+
+
+def _layout_hint(got: tuple, want: tuple) -> str:
+    """Why samples of shape ``got`` may not fit a model input ``want`` (both without the batch
+    axis): the channel axis at the other end, or missing, or the wrong number of axes."""
+    def fits(shape):
+        return len(shape) == len(want) and all(
+            not isinstance(w, int) or w <= 0 or s == w for s, w in zip(shape, want))
+
+    r = len(want) - 1  # spatial axes, channel first or last
+    if r == 1 and fits(got[::-1]) and got != got[::-1]:
+        return " (the channel and length axes look swapped: use x.transpose(0, 2, 1))"
+    first, last = channel_first(len(want) + 1), (0,) + tuple(range(2, len(want) + 1)) + (1,)
+    if r >= 1 and fits(got[-1:] + got[:-1]) and got != got[-1:] + got[:-1]:
+        perm = ", ".join(map(str, (0, len(got)) + tuple(range(1, len(got)))))
+        return (f" (looks like {layout_name(last)} data for an {layout_name(first)} model: use "
+                f"x.transpose({perm}))")
+    if r >= 1 and fits(got[1:] + got[:1]) and got != got[1:] + got[:1]:
+        perm = ", ".join(map(str, (0,) + tuple(range(2, len(got) + 1)) + (1,)))
+        return (f" (looks like {layout_name(first)} data for an {layout_name(last)} model: use "
+                f"x.transpose({perm}))")
+    if len(got) + 1 == len(want) and (fits((1,) + got) or fits(got + (1,))):
+        where = "x[:, None]" if fits((1,) + got) else "x[..., None]"
+        return f" (no channel axis: add it with {where})"
+    if len(got) != len(want):
+        kind = {2: "sequences", 3: "images", 4: "clips or volumes"}.get(len(want), "inputs")
+        return (f" ({len(want) - 1} spatial axes: the model takes {kind} with "
+                f"{len(want)} axes per sample, the data has {len(got)})")
+    return ""

@@ -66,7 +66,7 @@ class ImageOptions:
         """(H, W) of a preprocessed image."""
         return self.crop or (None if self.resize_shorter else self.size)
 
-    def fit(self, input_shape, num_classes: int | None = None) -> "ImageOptions":
+    def fit(self, input_shape, num_classes: int | None = None) -> ImageOptions:
         """Fill ``channels`` and ``size`` (unless resizing the shorter side or cropping) from a
         model input shape (N, C, H, W) or (N, H, W, C), and ``num_classes``."""
         out = self if num_classes is None else replace(self, num_classes=num_classes)
@@ -195,7 +195,8 @@ class ImageFolder:
             self._skip_bad()
         h, w = o.out_size
         c = o.channels
-        self.shape = (len(self.files), c, h, w) if o.layout == "NCHW" else (len(self.files), h, w, c)
+        n = len(self.files)
+        self.shape = (n, c, h, w) if o.layout == "NCHW" else (n, h, w, c)
         self.dtype = np.dtype(np.float32)
         self.ndim = 4
 

@@ -54,7 +54,7 @@ class NpyFile:
                             f"and dtype {dtype} need (truncated file?)")
 
     @classmethod
-    def in_npz(cls, path: str | os.PathLike, member: str) -> "NpyFile | None":
+    def in_npz(cls, path: str | os.PathLike, member: str) -> NpyFile | None:
         """The uncompressed ``member`` (e.g. ``'x.npy'``) of a .npz, or None if compressed."""
         with zipfile.ZipFile(path) as z:
             info = z.getinfo(member)

@@ -2,7 +2,7 @@
 
 A :class:`DataSpec` holds only paths and options, never arrays; :meth:`DataSpec.open`
 turns it into an :class:`~onnxflat.data.ArrayDataset` whose samples are read lazily (a
-memory-mapped .npy pair, an image folder decoded batch by batch). Cluster workers and
+.npy pair read in row blocks, an image folder decoded batch by batch). Cluster workers and
 batch-scheduler jobs receive the spec and open the data themselves, so the data must sit
 on storage every worker can read.
 """
@@ -55,11 +55,15 @@ class DataSpec:
             return "npy"
         return "npz"
 
-    def fit(self, input_shape, num_classes: int | None = None) -> "DataSpec":
+    def fit(self, input_shape, num_classes: int | None = None) -> DataSpec:
         """Fill image options left open (channels, size, the model's classes) from the
         model."""
         if self.kind != "images":
             return self
+        if len(input_shape) != 4:
+            raise DataError(f"{self.name}: an image folder feeds models of 2-D images (N, C, H, "
+                            f"W); this model takes {len(input_shape)}-axis inputs: give a .npz "
+                            "or .npy of them")
         return replace(self, images=self.images.fit(input_shape, num_classes))
 
     def open(self) -> ArrayDataset:

@@ -16,8 +16,17 @@ import onnx
 
 from .head import AfterPool, Dense, HeadOp, LayerNorm, Operand, Pointwise, Residual, Step
 from .model import Frontier, GraphIndex
-from .patterns import (TERMINAL, Alias, Elementwise, Linear, Match, Norm, PoolCtx, Sum,
-                       after_pool_step)
+from .patterns import (
+    TERMINAL,
+    Alias,
+    Elementwise,
+    Linear,
+    Match,
+    Norm,
+    PoolCtx,
+    Sum,
+    after_pool_step,
+)
 
 SHAPE_ONLY = ("Shape", "Size")
 

@@ -17,11 +17,32 @@ import onnx
 
 from ..errors import HeadNotFoundError, ModelError
 from .afterpool import SHAPE_ONLY, match_after_pool
-from .head import (NCHW, NHWC, AfterPool, Conv, Head, Layer, Operand, Pooling, Step,
-                   layout_name)
+from .head import (
+    NHWC,
+    UNIT,
+    AfterPool,
+    Conv,
+    Head,
+    Layer,
+    Operand,
+    Pooling,
+    Step,
+    channel_first,
+    layout_name,
+)
 from .model import Frontier, GraphIndex, load_model
-from .patterns import (BINARY, LAYER_NOTES, NOT_AVERAGE_POOLING, POOLING_OPS, UNARY,
-                       UNARY_WITH_ATTRS, Ctx, Match, channelwise_step, pooling_axes)
+from .patterns import (
+    BINARY,
+    LAYER_NOTES,
+    NOT_AVERAGE_POOLING,
+    POOLING_OPS,
+    UNARY,
+    UNARY_WITH_ATTRS,
+    Ctx,
+    Match,
+    channelwise_step,
+    pooling_axes,
+)
 
 MAX_FEATURES = 1 << 20  # pooled features a classifier may have (its weight is dense)
 
@@ -38,7 +59,7 @@ QUANTIZED_REASON = ("{op}: the head's activations are quantized (their derivativ
                     "before quantization")
 CHANNELWISE_OPS = (set(UNARY) | set(UNARY_WITH_ATTRS) | set(BINARY)
                    | {"Clip", "Cast", "BatchNormalization", "Transpose", "Concat", "Slice",
-                      "Split"})
+                      "Split", "Unsqueeze", "Squeeze"})
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,12 @@ class HeadParts:
 
 
 def analyze(path: str | os.PathLike) -> Head:
-    """Load ``path`` and describe its head; raises HeadNotFoundError or ModelError."""
+    """Load ``path`` and describe its head (never runs the model).
+
+    Raises:
+        ModelError: the file is missing, corrupt, unsafe or of an unsupported opset.
+        HeadNotFoundError: no supported head; ``node`` and ``reason`` say where and why.
+    """
     return analyze_model(load_model(path), str(path))
 
 
@@ -87,7 +113,8 @@ def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
     if other:
         raise HeadNotFoundError(GraphIndex.node_name(other[-1]),
                                 f"{other[-1].op_type} is not a global average pooling; "
-                                "the head needs GlobalAveragePool or a ReduceMean over H,W")
+                                "the head needs GlobalAveragePool or a ReduceMean over the "
+                                "spatial axes")
     quantized = [n for n in ix.nodes if n.op_type in ("ConvInteger", "QLinearConv")]
     if quantized and not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(GraphIndex.node_name(quantized[-1]),
@@ -95,7 +122,8 @@ def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
     if not any(n.op_type == "Conv" for n in ix.nodes):
         raise HeadNotFoundError(None, "the model has no Conv node")
     raise HeadNotFoundError(None, "no global average pooling (GlobalAveragePool, ReduceMean "
-                                  "over H,W, or a whole-map AveragePool) in the graph")
+                                  "over the spatial axes, or a whole-map AveragePool) in the "
+                                  "graph")
 
 
 def _on_features(ix: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -214,7 +242,10 @@ def _convs_upstream(ix: GraphIndex, start: str
         elif node.op_type in QUANTIZED_OPS:
             quantized.append(Match.fail(node, QUANTIZED_REASON.format(op=node.op_type)))
         else:
-            blockers.append(channelwise_step(Ctx(ix, frozenset([node.input[0]]), NCHW), node))
+            dims = ix.static_dims(node.input[0]) if node.input else None
+            rank = len(dims) if dims else 4
+            blockers.append(channelwise_step(Ctx(ix, frozenset(node.input[:1]),
+                                                 channel_first(rank)), node))
     return sorted(convs.values(), key=lambda n: ix.order[id(n)]), blockers, quantized
 
 
@@ -228,20 +259,37 @@ def _conv(ix: GraphIndex, node: onnx.NodeProto) -> Match[Conv]:
     if k is None:
         return Match.fail(node, f"the conv kernel is not a constant: "
                                 f"{ix.why_not_const(node.input[1])}")
-    if k.ndim != 4:
-        return Match.fail(node, f"only 2-D convolutions are supported (kernel rank {k.ndim})")
+    if k.ndim not in (3, 4, 5):
+        return Match.fail(node, f"only 1-D, 2-D and 3-D convolutions are supported (kernel "
+                                f"rank {k.ndim})")
+    r = k.ndim - 2
     b = ix.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if len(node.input) > 2 and node.input[2] and b is None:
         return Match.fail(node, "the conv bias is not a constant")
+    for key, n in (("strides", r), ("dilations", r), ("pads", 2 * r), ("kernel_shape", r)):
+        if key in a and len(a[key]) != n:
+            return Match.fail(node, f"the conv's {key} has {len(a[key])} entries for a kernel "
+                                    f"with {r} spatial axes")
+    if any(v < 1 for key in ("strides", "dilations") for v in a.get(key, ())) or any(
+            v < 0 for v in a.get("pads", ())):
+        return Match.fail(node, "the conv has a stride or dilation below 1 or a negative pad")
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != k.shape[2:]:
+        return Match.fail(node, f"the conv's kernel_shape {tuple(a['kernel_shape'])} is not "
+                                f"its kernel's {k.shape[2:]}")
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return Match(Conv(
         notes=_precision_notes(ix, node),
         node=GraphIndex.node_name(node), input=node.input[0], output=node.output[0],
         kernel=np.asarray(k, np.float64), bias=None if b is None else np.asarray(b, np.float64),
-        strides=tuple(a.get("strides", (1, 1))), pads=tuple(a.get("pads", (0, 0, 0, 0))),
-        dilations=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)),
+        strides=_per_axis(a.get("strides"), 1, r), pads=_per_axis(a.get("pads"), 0, 2 * r),
+        dilations=_per_axis(a.get("dilations"), 1, r), groups=int(a.get("group", 1)),
         auto_pad=auto_pad))
+
+
+def _per_axis(values, default: int, n: int) -> tuple[int, ...]:
+    """An attribute with ``n`` entries (``default`` each when absent)."""
+    return (default,) * n if values is None else tuple(int(v) for v in values)
 
 
 def _tensordot(ix: GraphIndex, node: onnx.NodeProto) -> onnx.NodeProto | None:
@@ -326,7 +374,7 @@ class _Channels:
     pos: tuple[int, ...]
     width: int
 
-    def select(self, keep: range) -> "_Channels":
+    def select(self, keep: range) -> _Channels:
         """After keeping channels ``keep`` of the tensor (a channel Slice or Split)."""
         at = {p: k for k, p in enumerate(keep)}
         pairs = [(c, at[p]) for c, p in zip(self.held, self.pos) if p in at]
@@ -419,7 +467,8 @@ def _match_layer(ix: GraphIndex, conv_node: onnx.NodeProto,
     m = pooling_axes(ix, pool, len(lay))
     if not m:
         return m
-    if lay[0] != 0 or {lay[i] for i in m.value} != {2, 3}:
+    spatial = {ax for ax in lay if ax >= 2}  # a squeezed spatial axis (size 1) is missing
+    if lay[0] != 0 or {lay[i] for i in m.value} - {UNIT} != spatial:
         if conv.op == "MatMul":
             return Match.fail(conv.node, f"the MatMul mixes the last axis of its input, and "
                                          f"{pool.op_type} '{GraphIndex.node_name(pool)}' "

@@ -12,25 +12,38 @@ import numpy as np
 
 NCHW = (0, 1, 2, 3)
 NHWC = (0, 2, 3, 1)
+# Layout entry of an axis that holds no axis of the conv output (a unit axis an Unsqueeze added).
+UNIT = -1
+# Names of the spatial axes by spatial rank (1-D: sequences, 2-D: images, 3-D: clips/volumes).
+SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
+
+
+def channel_first(rank: int) -> tuple[int, ...]:
+    """The layout of a conv output with ``rank`` axes as the conv writes it: N, C, spatial."""
+    return tuple(range(rank))
 
 
 def layout_name(layout: tuple[int, ...]) -> str:
-    """``"NHWC"`` for ``(0, 2, 3, 1)``."""
-    return "".join("NCHW"[i] for i in layout)
+    """``(0, 2, 3, 1)`` -> ``"NHWC"``; ``(0, 2, 3, 4, 1)`` -> ``"NDHWC"``; ``(0, 1, 2)`` ->
+    ``"NCL"``; a unit axis (``UNIT``) is ``1``: ``(0, 1, -1, 2)`` -> ``"NC1L"``."""
+    rank = max(layout) + 1
+    names = "NC" + SPATIAL_AXES.get(rank - 2, "?" * (rank - 2))
+    return "".join("1" if ax == UNIT else names[ax] for ax in layout)
 
 
 @dataclass(frozen=True)
 class Conv:
     """The convolution whose kernel the measures differentiate.
 
-    kernel: ``(C_out, C_in/groups, kh, kw)``; bias: ``(C_out,)`` or None.
-    pads: ``(top, left, bottom, right)`` after resolving ``auto_pad`` when the
-    input size is known (else kept with ``auto_pad`` and resolved per batch).
+    kernel: ``(C_out, C_in/groups, *k)`` with one kernel size per spatial axis (1, 2 or 3
+    axes: ``(k,)``, ``(kh, kw)``, ``(kd, kh, kw)``); bias: ``(C_out,)`` or None. strides and
+    dilations: one per spatial axis; pads: ``(begin..., end...)``, two per spatial axis, as
+    ONNX writes them (kept with ``auto_pad`` and resolved per batch when that is set).
     op: ``"Conv"``, or ``"MatMul"`` for a pointwise layer ``x @ W`` over the last axis of a
     4-D tensor (``W`` ``(C_in, C_out)`` stored in the file, ``kernel = W^T`` as
     ``(C_out, C_in, 1, 1)``: the filters are the columns of ``W``).
-    layout: layout of both the input and output tensors (for each axis, the NCHW axis it
-    holds): NCHW for Conv, NHWC for MatMul.
+    layout: layout of both the input and output tensors (for each axis, the channel-first
+    axis it holds): None for Conv (channel-first, as its kernel's rank), NHWC for MatMul.
     kernel is the float kernel the graph computes with: an integer kernel behind
     DequantizeLinear is dequantized, a float16 one widened (``notes`` says so).
     """
@@ -40,43 +53,58 @@ class Conv:
     output: str
     kernel: np.ndarray
     bias: np.ndarray | None
-    strides: tuple[int, int]
-    pads: tuple[int, int, int, int]
-    dilations: tuple[int, int]
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
     groups: int
     auto_pad: str = "NOTSET"
     # How the kernel or the activations differ from plain float32 (dequantized kernel,
     # float16 storage or arithmetic), shown with the layer.
     notes: tuple[str, ...] = ()
     op: str = "Conv"
-    layout: tuple[int, int, int, int] = NCHW
+    layout: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.layout is None:
+            object.__setattr__(self, "layout", channel_first(self.kernel.ndim))
 
     def nchw(self, shape: tuple) -> tuple:
-        """A shape of the layer's input or output tensor, in NCHW order."""
-        return tuple(shape[self.layout.index(i)] for i in range(4))
+        """A shape of the layer's input or output tensor, channel-first (N, C, spatial...)."""
+        return tuple(shape[self.layout.index(i)] for i in range(len(self.layout)))
 
     @property
     def out_channels(self) -> int:
         return int(self.kernel.shape[0])
 
     @property
-    def kernel_size(self) -> tuple[int, int]:
-        return int(self.kernel.shape[2]), int(self.kernel.shape[3])
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(int(k) for k in self.kernel.shape[2:])
+
+    @property
+    def spatial_rank(self) -> int:
+        """Number of spatial axes: 1 (sequences), 2 (images), 3 (clips, volumes)."""
+        return self.kernel.ndim - 2
 
     def describe(self) -> str:
-        co, ci, kh, kw = self.kernel.shape
+        co, ci = self.kernel.shape[:2]
+        ones = (1,) * self.spatial_rank
         if self.op != "Conv":
             return f"{self.op} '{self.node}' {ci}->{co} (pointwise, {layout_name(self.layout)})"
         extra = []
-        if self.strides != (1, 1):
-            extra.append(f"stride {self.strides[0]}x{self.strides[1]}")
-        if self.dilations != (1, 1):
-            extra.append(f"dilation {self.dilations[0]}x{self.dilations[1]}")
+        if tuple(self.strides) != ones:
+            extra.append(f"stride {_by(self.strides)}")
+        if tuple(self.dilations) != ones:
+            extra.append(f"dilation {_by(self.dilations)}")
         if self.groups != 1:
             extra.append(f"groups {self.groups}")
         extra += self.notes
         tail = f" ({', '.join(extra)})" if extra else ""
-        return f"Conv '{self.node}' {ci * self.groups}->{co} {kh}x{kw}{tail}"
+        return (f"Conv{self.spatial_rank}d '{self.node}' {ci * self.groups}->{co} "
+                f"{_by(self.kernel_size)}{tail}")
+
+
+def _by(sizes) -> str:
+    return "x".join(str(int(s)) for s in sizes)
 
 
 @dataclass(frozen=True)
@@ -112,17 +140,20 @@ class Step:
 class Layer:
     """A conv whose output reaches the pooling only through channel-wise steps.
 
-    layout: for each axis of the pooling input, the NCHW axis of the conv output it holds
-    (``(0, 2, 3, 1)`` for NHWC; the conv output's own is ``conv.layout``). channel_offset: index of the conv's first channel among
-    the pooled features (non-zero after a channel Concat). When channel Slices/Splits send
-    the conv's channels to several places (DPN), ``features`` gives the pooled feature of
-    each conv channel and ``jet_order`` the conv channel at each channel of the steps'
-    output (its channels are in path order, not conv order); both empty otherwise.
+    layout: for each axis of the pooling input, the axis of the conv output (N, C, spatial...)
+    it holds: ``(0, 2, 3, 1)`` for NHWC, ``(0, 2, 1)`` for a channel-last sequence (NLC),
+    ``UNIT`` for a unit axis an Unsqueeze added; a spatial axis of size 1 may be missing
+    (squeezed). None: channel-first, as the conv writes it. channel_offset: index of the
+    conv's first channel among the pooled features (non-zero after a channel Concat). When
+    channel Slices/Splits send the conv's channels to several places (DPN), ``features``
+    gives the pooled feature of each conv channel and ``jet_order`` the conv channel at each
+    channel of the steps' output (its channels are in path order, not conv order); both
+    empty otherwise.
     """
 
     conv: Conv
     steps: tuple[Step, ...]
-    layout: tuple[int, int, int, int] = NCHW
+    layout: tuple[int, ...] | None = None
     channel_offset: int = 0
     features: tuple[int, ...] = ()
     jet_order: tuple[int, ...] = ()
@@ -134,6 +165,15 @@ class Layer:
             return np.asarray(self.features, dtype=np.intp)
         return np.arange(self.channel_offset, self.channel_offset + self.conv.out_channels)
 
+    def __post_init__(self):
+        if self.layout is None:
+            object.__setattr__(self, "layout", channel_first(self.conv.kernel.ndim))
+        axes = [ax for ax in self.layout if ax != UNIT]
+        if (self.layout[0] != 0 or 1 not in axes or len(set(axes)) != len(axes)
+                or not set(axes) <= set(range(self.conv.kernel.ndim))):
+            raise ValueError(f"layout {self.layout} is not a batch-first order of the axes "
+                             f"of conv '{self.conv.node}'")
+
     @property
     def fetches(self) -> list[str]:
         names = [self.conv.input, self.conv.output]
@@ -141,7 +181,8 @@ class Layer:
         return list(dict.fromkeys(names))
 
     def describe(self) -> str:
-        fns = [s.fn for s in self.steps if s.fn not in ("identity", "transpose")]
+        fns = [s.fn for s in self.steps
+               if s.fn not in ("identity", "transpose", "squeeze", "unsqueeze")]
         path = " -> ".join(fns) if fns else "identity"
         off = f" [channels {self.channel_offset}..]" if self.channel_offset else ""
         if self.features:

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import onnx
 
-from .head import Operand, Step
+from .head import UNIT, Operand, Step
 from .model import GraphIndex
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -41,7 +41,7 @@ class Match(Generic[T]):
         return self.reason is None
 
     @classmethod
-    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> "Match[T]":
+    def fail(cls, node: onnx.NodeProto | str | None, reason: str) -> Match[T]:
         name = GraphIndex.node_name(node) if isinstance(node, onnx.NodeProto) else node
         return cls(node=name, reason=reason)
 
@@ -52,7 +52,8 @@ class Match(Generic[T]):
 @dataclass(frozen=True)
 class Ctx:
     """What a channel-wise rule may look at: the graph, which tensors depend on the conv
-    output, and the layout (NCHW axis held by each axis) of the node's first dep input."""
+    output, and the layout (the conv output's axis held by each axis) of the node's first
+    dep input."""
 
     ix: GraphIndex
     dep: frozenset[str]
@@ -109,7 +110,11 @@ CHANNELWISE_NOTES = {
     "Dropout": "inference mode (training_mode absent or false)",
     "BatchNormalization": "inference mode, constant statistics, over the conv's channel axis "
                           "(folded to a per-channel affine)",
-    "Transpose": "keeps the batch axis first (NCHW <-> NHWC, tracked as the layout)",
+    "Transpose": "keeps the batch axis first (channel first <-> last, e.g. NCHW <-> NHWC, "
+                 "NCDHW <-> NDHWC, tracked as the layout)",
+    "Unsqueeze, Squeeze": "constant axes; Squeeze of unit axes only: added by an Unsqueeze "
+                          "(the dynamo exporter's 1-D pooling) or spatial axes of the conv "
+                          "output of static size 1 (tf2onnx's Conv1D: a 1 x k Conv)",
     "Concat": "along the conv's channel axis, one conv-dependent input with static channel "
               "counts: the conv's channels are a slice of the pooled features (DenseNet, "
               "Inception)",
@@ -334,6 +339,40 @@ def _transpose(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
     step = Step(GraphIndex.node_name(node), "transpose", (Operand("dep", node.input[0]),),
                 node.output[0], {"perm": tuple(int(p) for p in perm)})
     return Match(ChannelStep(step, layout))
+
+
+@_rule(CHANNELWISE_RULES, "Unsqueeze", "Squeeze")
+def _unit_axes(ctx: Ctx, node: onnx.NodeProto) -> Match[ChannelStep]:
+    """Unsqueeze (adds unit axes, held as ``UNIT`` in the layout) or Squeeze of unit axes:
+    an added one, or a spatial axis of the conv output of static size 1 (dropped from the
+    layout). The dynamo exporter writes a 1-D adaptive pooling as Unsqueeze -> ReduceMean ->
+    Squeeze; tf2onnx a Keras Conv1D as Unsqueeze -> Conv (kernel 1 x k) -> Squeeze."""
+    op, a = node.op_type, ctx.ix.attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        v = ctx.ix.const(node.input[1])
+        if v is None:
+            return Match.fail(node, f"{op} axes are not constant")
+        axes = np.ravel(v).tolist()
+    if axes is None:
+        return Match.fail(node, f"{op} without axes (which axes it drops depends on the data)")
+    lay = list(ctx.layout)
+    if op == "Unsqueeze":
+        rank = len(lay) + len(axes)
+        axes = sorted({int(x) % rank for x in axes})
+        for ax in axes:
+            lay.insert(ax, UNIT)
+    else:
+        axes = sorted({int(x) % len(lay) for x in axes})
+        dims = ctx.ix.static_dims(node.input[0]) or ()
+        for i in axes:
+            if lay[i] != UNIT and (lay[i] < 2 or i >= len(dims) or dims[i] != 1):
+                return Match.fail(node, "Squeeze of an axis of the conv output that is not a "
+                                        "spatial axis of static size 1")
+        lay = [x for i, x in enumerate(lay) if i not in axes]
+    step = Step(GraphIndex.node_name(node), op.lower(), (Operand("dep", node.input[0]),),
+                node.output[0], {"axes": tuple(axes)})
+    return Match(ChannelStep(step, tuple(lay)))
 
 
 SPATIAL_OPS = {
@@ -576,14 +615,14 @@ def _conv_1x1(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
     consts = ctx.consts(node)
     k = consts.get(node.input[1])
     shape = ctx.ix.static_dims(node.input[0])
-    if k is None or k.ndim != 4 or k.shape[2:] != (1, 1) or a.get("group", 1) != 1:
+    if k is None or k.ndim < 3 or any(d != 1 for d in k.shape[2:]) or a.get("group", 1) != 1:
         return Match.fail(node, "Conv after the pooling is not a constant 1x1 kernel")
     if any(a.get("pads", [0])) or (shape is not None and any(d != 1 for d in shape[2:])):
         return Match.fail(node, "Conv after the pooling does not act on a 1x1 map")
     bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
     if bias is None:
         return Match.fail(node, "Conv bias is not a constant")
-    return _stored(ctx, node, k[:, :, 0, 0], np.asarray(bias, np.float64).reshape(-1)
+    return _stored(ctx, node, k.reshape(k.shape[:2]), np.asarray(bias, np.float64).reshape(-1)
                    if np.ndim(bias) else bias)
 
 

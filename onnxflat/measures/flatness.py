@@ -22,15 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, to_device
-from array_api_compat import device as _device
+from array_api_compat import array_namespace, device as _device, to_device
 from threadpoolctl import ThreadpoolController
 
 from ..errors import NumericalError
-from ..graph.head import NCHW, Head, Layer
+from ..graph.head import UNIT, Head, Layer
 from . import afterpool, jets
 from .dense import STRIP_ELEMENTS, kappa_rows
-from .patches import Geometry, choose_route, filter_factors, geometry
+from .patches import Geometry, choose_route, filter_factors, geometry, route_elements
 from .result import ClassifierResult, LayerResult, Result
 from .samples import SampleSink
 from .stats import Moments
@@ -41,6 +40,9 @@ from .stats import Moments
 CHUNK_ELEMENTS = 1 << 22
 # Per-chunk intermediates on NumPy (elements): 4 MiB in float32, resident in cache.
 CACHE_ELEMENTS = 1 << 18
+# Steps whose output is not the shape of their conv-dependent input (axes moved, added or
+# dropped; channels taken or joined).
+RESHAPING = ("transpose", "unsqueeze", "squeeze", "take", "concat")
 # Fewest samples per thread worth a thread of its own.
 MIN_PART_SAMPLES = 2
 
@@ -100,13 +102,17 @@ def channelwise_derivatives(layer: Layer, tensors: dict, xp, dtype=None):
                 args.append(xp.astype(xp.asarray(tensors[op.name]), dtype, copy=False))
         out = jets.FUNCTIONS[step.fn](*args, **step.params)
         dep_shape = next(tuple(x.v.shape) for x in args if isinstance(x, jets.Jet))
-        if step.fn not in ("transpose", "take", "concat") and tuple(out.v.shape) != dep_shape:
+        if step.fn not in RESHAPING and tuple(out.v.shape) != dep_shape:
             raise NumericalError(f"step '{step.node}' broadcasts the conv output "
                                  f"{dep_shape} to {tuple(out.v.shape)}")
         env[step.output] = out
     final = env[layer.steps[-1].output] if layer.steps else env[layer.conv.output]
-    if layer.layout != NCHW:
-        final = jets.transpose(final, tuple(layer.layout.index(i) for i in range(4)))
+    units = tuple(i for i, ax in enumerate(layer.layout) if ax == UNIT)
+    if units:  # unit axes an Unsqueeze added: dropped, the conv's axes remain
+        final = jets.squeeze(final, units)
+    layout = [ax for ax in layer.layout if ax != UNIT]
+    if layout != sorted(layout):  # back to the conv's order (a squeezed axis has size 1)
+        final = jets.transpose(final, tuple(sorted(range(len(layout)), key=layout.__getitem__)))
     if layer.jet_order:  # back to the conv's channel order
         final = jets.take(final, tuple(np.argsort(layer.jet_order).tolist()), axis=1)
     n, c = final.v.shape[0], final.v.shape[1]
@@ -171,23 +177,24 @@ class FlatnessAccumulator:
     def _geom(self, layer: Layer, a_shape, z_shape) -> Geometry:
         """The conv's geometry from its input and output shapes (in ``conv.layout``)."""
         c = layer.conv
-        _, c_in, h, w = c.nchw(a_shape)
-        out_hw = c.nchw(z_shape)[2:]
-        key = (c.node, (c_in, h, w), out_hw)
+        _, c_in, *size = c.nchw(a_shape)
+        out = tuple(c.nchw(z_shape)[2:])
+        key = (c.node, (c_in, *size), out)
         if key not in self._geometry:
             try:
-                self._geometry[key] = geometry(c_in, h, w, c.kernel.shape, c.groups, out_hw,
+                self._geometry[key] = geometry(c_in, tuple(size), c.kernel.shape, c.groups, out,
                                                c.strides, c.dilations, c.pads, c.auto_pad,
-                                               channels_last=c.layout != NCHW)
+                                               channels_last=c.layout[1] != 1)
             except ValueError as exc:
                 raise NumericalError(f"conv '{c.node}': {exc}") from None
         return self._geometry[key]
 
     def update(self, tensors: dict, y, index=None) -> None:
         """Add one batch; ``index`` ``(N,)``: the samples' indices for the sink (default:
-        their positions in the order the batches are given). With NumPy the samples are split across ``options.threads`` threads
-        (BLAS limited to one thread each): NumPy's elementwise passes and the strips of the
-        kappa's dense part use one core per call, so the split is what uses all cores."""
+        their positions in the order the batches are given). With NumPy the samples are
+        split across ``options.threads`` threads (BLAS limited to one thread each): NumPy's
+        elementwise passes and the strips of the kappa's dense part use one core per call,
+        so the split is what uses all cores."""
         g0 = tensors[self.head.pooling.output]
         n = g0.shape[0]
         parts, threads = 1, self.options.threads or available_cores()
@@ -359,11 +366,9 @@ class FlatnessAccumulator:
         # Per-sample elements of the chunk's largest intermediates; NumPy takes chunks that
         # stay in cache (the jets make ~10 elementwise passes over the conv output), other
         # namespaces (GPU) chunks as large as memory allows.
-        hw = geo.h * geo.w
-        largest = max(c_out * classes if full else 0, geo.positions * max(c_out, hw),
+        largest = max(c_out * classes if full else 0, geo.positions * c_out,
                       0 if head_factors is None else self.head.num_features * 2 * classes,
-                      geo.c_in * hw, hw * hw,
-                      0 if route == "pixel" else geo.d * max(geo.positions, c_out))
+                      geo.c_in * geo.pixels, route_elements(geo, route))
         numpy = xp.__name__.endswith("numpy")
         step = max(1, (CACHE_ELEMENTS if numpy else CHUNK_ELEMENTS) // largest)
         budget = STRIP_ELEMENTS if numpy else CHUNK_ELEMENTS
@@ -400,7 +405,7 @@ class FlatnessAccumulator:
         return (xp.sum(tf, axis=1), None if kf is None else xp.sum(kf, axis=1),
                 xp.sum(tf, axis=0), None if kf is None else xp.sum(kf, axis=0))
 
-    def merge(self, other: "FlatnessAccumulator") -> None:
+    def merge(self, other: FlatnessAccumulator) -> None:
         self.moments.merge(other.moments)
 
     def result(self, model: str, provider: str | None = None) -> Result:
@@ -420,7 +425,7 @@ class HeadSummary:
     classifier: str | None = None
 
     @classmethod
-    def of(cls, head: Head) -> "HeadSummary":
+    def of(cls, head: Head) -> HeadSummary:
         after = head.after
         return cls(head.describe(), tuple(
             (layer.conv.node, layer.describe(), float(np.sum(layer.conv.kernel ** 2)),

@@ -150,6 +150,22 @@ def transpose(u: Jet, perm: tuple[int, ...]) -> Jet:
     return Jet(*(None if t is None else xp.permute_dims(t, perm) for t in (u.v, u.d1, u.d2)))
 
 
+def unsqueeze(u: Jet, axes: tuple[int, ...]) -> Jet:
+    """Unit axes inserted at ``axes`` (positions in the output, ascending)."""
+    xp = _xp(u.v)
+
+    def grow(t):
+        for ax in axes:
+            t = xp.expand_dims(t, axis=ax)
+        return t
+    return Jet(*(None if t is None else grow(t) for t in (u.v, u.d1, u.d2)))
+
+
+def squeeze(u: Jet, axes: tuple[int, ...]) -> Jet:
+    """Unit axes ``axes`` removed."""
+    xp = _xp(u.v)
+    return Jet(*(None if t is None else xp.squeeze(t, axis=tuple(axes))
+                 for t in (u.v, u.d1, u.d2)))
 def take(u: Jet, index: tuple[int, ...], axis: int) -> Jet:
     """Channels ``index`` of ``u`` along ``axis`` (a channel Slice or Split)."""
     xp = _xp(u.v)
@@ -265,5 +281,6 @@ FUNCTIONS = {
     "selu": selu, "hard_sigmoid": hard_sigmoid, "hard_swish": hard_swish, "swish": swish,
     "mish": mish, "gelu": gelu, "neg": neg, "reciprocal": reciprocal, "add": add, "sub": sub,
     "mul": mul, "div": div, "max": maximum, "min": minimum, "pow": power,
-    "affine": affine, "transpose": transpose, "take": take, "concat": concat,
+    "affine": affine, "transpose": transpose, "unsqueeze": unsqueeze, "squeeze": squeeze,
+    "take": take, "concat": concat,
 }

@@ -1,4 +1,4 @@
-"""Result objects: plain numbers, JSON-ready."""
+"""Result objects: plain numbers, JSON-ready, with short reprs and a DataFrame view."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ class LayerResult:
     per_filter: dict = field(default_factory=dict)
     kernel_shape: list[int] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.kernel_shape))
+        return (f"LayerResult({self.conv!r}, {shape}, "
+                f"kappa={_pm(self.kappa, self.stderr, 'kappa')}, "
+                f"trace={_pm(self.trace, self.stderr, 'trace')})")
+
 
 @dataclass
 class ClassifierResult:
@@ -37,6 +43,10 @@ class ClassifierResult:
     kappa: float
     stderr: dict = field(default_factory=dict)
     layer: str = ""
+
+    def __repr__(self) -> str:
+        return (f"ClassifierResult(kappa={_pm(self.kappa, self.stderr, 'kappa')}, "
+                f"trace={_pm(self.trace, self.stderr, 'trace')})")
 
 
 @dataclass
@@ -64,3 +74,50 @@ class Result:
         out = asdict(replace(self, per_sample=None))
         del out["per_sample"]
         return out
+
+    def __repr__(self) -> str:
+        return (f"Result(model={self.model!r}, n_samples={self.n_samples}, "
+                f"loss={_pm(self.loss, self.stderr, 'loss')}, "
+                f"accuracy={_pm(self.accuracy, self.stderr, 'accuracy')}, "
+                f"layers={self.layers!r}, classifier={self.classifier!r})")
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per conv layer and one for the classifier: ``model``,
+        ``subject`` (conv node or 'classifier'), ``kernel_shape``, each measure and its
+        ``<measure>_stderr``, and the run's ``n_samples``, ``loss``, ``accuracy`` (repeated,
+        so frames of several models concatenate). Lower measures are flatter.
+
+        Raises ImportError (saying how to install it) without pandas
+        (``pip install "onnxflat[frame]"``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError('Result.to_frame needs pandas: pip install "onnxflat[frame]"') \
+                from None
+        rows = [{"subject": layer.conv, "kernel_shape": tuple(layer.kernel_shape),
+                 **_measures(layer, ("kappa", "trace", "kappa_layerwise"))}
+                for layer in self.layers]
+        if self.classifier is not None:
+            rows.append({"subject": "classifier", "kernel_shape": None,
+                         **_measures(self.classifier, ("kappa", "trace"))})
+        run = {"n_samples": self.n_samples, "loss": self.loss,
+               "loss_stderr": self.stderr.get("loss"), "accuracy": self.accuracy,
+               "accuracy_stderr": self.stderr.get("accuracy")}
+        return pd.DataFrame([{"model": self.model, **row, **run} for row in rows])
+
+
+def _measures(obj, names: tuple[str, ...]) -> dict:
+    out = {}
+    for m in names:
+        out[m] = getattr(obj, m)
+        out[f"{m}_stderr"] = (obj.stderr or {}).get(m)
+    return out
+
+
+def _pm(value, stderr: dict | None, key: str) -> str:
+    """'879.7 ± 56' for a repr (4 significant digits, the error to 2)."""
+    if value is None:
+        return "None"
+    err = (stderr or {}).get(key)
+    return f"{value:.4g}" if err is None else f"{value:.4g} ± {err:.2g}"

@@ -36,7 +36,7 @@ class Moments:
         self.merge(Moments(self.names, nb, mb, m2b, {k: np.asarray(v, np.float64)
                                                       for k, v in vectors.items()}))
 
-    def merge(self, other: "Moments") -> None:
+    def merge(self, other: Moments) -> None:
         if other.names != self.names:
             raise ValueError("cannot merge statistics of different measures")
         if other.n == 0:
@@ -70,7 +70,7 @@ class Moments:
         return out
 
     @classmethod
-    def from_arrays(cls, arrays) -> "Moments":
+    def from_arrays(cls, arrays) -> Moments:
         names = tuple(str(s) for s in arrays["names"])
         vecs = {k[4:]: np.asarray(arrays[k], np.float64) for k in arrays if k.startswith("vec/")}
         return cls(names, int(arrays["n"]), arrays["mean"], arrays["m2"], vecs)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import io
 
-from .gate import CLASSIFIER, TOTAL, pm, values
-from .text import columns
+from .gate import CLASSIFIER, TOTAL, values
+from .text import columns, pm
 
 # (column, (measure, subject) in gate.values)
 MEASURES = {

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import OnnxflatError
 from ..measures.stats import chance_floor
-from .text import columns
+from .text import columns, pm
 
 LAYER_MEASURES = ("kappa", "trace", "kappa_layerwise")
 CLASSIFIER_MEASURES = ("kappa", "trace")
@@ -320,13 +320,6 @@ def evaluate(doc: dict, limits: dict[str, list[str]], baseline: dict | None = No
                 checks.append(Check(measure, subject, value, se, base * max_ratio, "baseline",
                                     base, base_se, max_ratio))
     return checks
-
-
-def pm(v: float | None, se: float | None) -> str:
-    """'879.658 ± 56': 6 significant digits, the standard error to 2, '-' for no value."""
-    if v is None:
-        return "-"
-    return f"{v:.6g} ± {float(f'{se:.2g}'):g}" if se is not None else f"{v:.6g}"
 
 
 def _rows(checks: list[Check]) -> list[list[str]]:

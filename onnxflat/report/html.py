@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from ..errors import OnnxflatError
-from .gate import pm
+from .text import pm
 
 
 def require_matplotlib():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxflatError
-from ..graph.head import AfterPool, Dense, Head, LayerNorm, Pointwise, layout_name
+from ..graph.head import AfterPool, Dense, Head, LayerNorm, Pointwise, channel_first, layout_name
 from ..measures import Result
 
 
@@ -20,7 +20,8 @@ def head_dict(head: Head) -> dict:
         "input": {"name": head.input_name, "shape": list(head.input_shape),
                   "dtype": head.input_dtype},
         "layers": [{
-            "conv": layer.conv.node, "op": layer.conv.op,
+            "conv": layer.conv.node,
+            "op": layer.conv.op, "spatial_rank": layer.conv.spatial_rank,
             "conv_layout": layout_name(layer.conv.layout),
             "kernel_shape": list(layer.conv.kernel.shape),
             "strides": list(layer.conv.strides), "pads": list(layer.conv.pads),
@@ -61,8 +62,11 @@ def after_pool_dict(after: AfterPool) -> dict:
 
 
 def head_summary(head: Head) -> str:
+    ranks = sorted({layer.conv.spatial_rank for layer in head.layers})
+    axes = ", ".join(f"{r}-D ({layout_name(channel_first(r + 2))[2:]})" for r in ranks)
     lines = [f"model: {head.model_path}",
-             f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}"]
+             f"input: {head.input_name} {_shape(head.input_shape)} {head.input_dtype}",
+             f"conv:  {axes}"]
     lines += [f"head:  {line}" for line in head.describe().splitlines()]
     lines += [f"classifier measures: {head.after.describe_classifier()}"]
     lines += [f"not a layer (at node '{node}'): {reason}" for node, reason in head.rejected]
@@ -73,10 +77,16 @@ def _shape(shape) -> str:
     return "[" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
 
 
-def _pm(value: float | None, err: float | None) -> str:
+def pm(value: float | None, stderr: float | None, missing: str = "-") -> str:
+    """'879.658 ± 56': the value to 6 significant digits, its standard error to 2 (plain
+    notation where that is exact: '± 170', not '± 1.7e+02'); ``missing`` for no value."""
     if value is None:
-        return "skipped"
-    return f"{value:.6g} ± {float(f'{err:.2g}'):g}" if err is not None else f"{value:.6g}"
+        return missing
+    return f"{value:.6g} ± {float(f'{stderr:.2g}'):g}" if stderr is not None else f"{value:.6g}"
+
+
+def _pm(value: float | None, stderr: float | None) -> str:
+    return pm(value, stderr, missing="skipped")
 
 
 def columns(rows: list[list[str]]) -> str:

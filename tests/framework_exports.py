@@ -17,6 +17,8 @@ import onnxflat
 from onnxflat.errors import HeadNotFoundError
 from onnxflat.graph import analyze
 
+from .helpers import rel
+
 ROOT = Path(__file__).parent / "fixtures"
 
 
@@ -34,9 +36,6 @@ def data(framework: str) -> tuple[np.ndarray, np.ndarray]:
     with np.load(ROOT / framework / "data.npz", allow_pickle=False) as d:
         return d["x"], d["y"]
 
-
-def rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 def assert_measure_matches(framework: str, entry: dict, tol: float = 1e-5) -> None:
