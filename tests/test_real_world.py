@@ -177,6 +177,39 @@ def test_padded_average_pool_covering_the_map_is_global(xy, tmp_path):
     np.testing.assert_allclose(got, ref, rtol=RTOL)
 
 
+def test_mean_over_the_features_after_the_pooling_is_no_pooling():
+    """A decomposed LayerNorm after the pooling starts with a ReduceMean over the features:
+    the head's pooling stays the GlobalAveragePool (a mean of a rank-2 tensor pools no map)."""
+    from onnxflat.graph.analyze import _the_pooling
+    from onnxflat.graph.model import GraphIndex
+
+    m = sample()
+    flat = node_index(m, "Flatten")
+    f = m.graph.node[flat].output[0]
+    m.graph.initializer.append(numpy_helper.from_array(np.array([-1]), "last"))
+    ln = [helper.make_node("ReduceMean", [f, "last"], ["mu"], name="ln_mean"),
+          helper.make_node("Sub", [f, "mu"], ["centred"], name="ln_sub")]
+    for k, n in enumerate(ln):
+        m.graph.node.insert(flat + 1 + k, n)
+    m.graph.node[node_index(m, "Gemm")].input[0] = "centred"
+    assert _the_pooling(GraphIndex(m)).op_type == "GlobalAveragePool"
+
+
+@pytest.mark.parametrize("axes", [[1], [1, 2, 3], [0, 2, 3], [2]])
+def test_mean_over_other_axes_than_the_map_is_no_pooling(axes):
+    """A ReduceMean of a rank-4 tensor pools only two non-batch axes (the map's): over the
+    channels (a spatial attention gate), channels and map, or with the batch, it is refused
+    by name."""
+    m = sample()
+    gap = m.graph.node[node_index(m, "GlobalAveragePool")]
+    m.graph.initializer.append(numpy_helper.from_array(np.array(axes), "axes"))
+    replace_node(m, "GlobalAveragePool", helper.make_node(
+        "ReduceMean", [gap.input[0], "axes"], list(gap.output), name="mean"))
+    with pytest.raises(HeadNotFoundError) as e:
+        analyze_model(m, "m.onnx")
+    assert e.value.node == "mean" and "not the spatial axes" in e.value.reason
+
+
 @pytest.mark.parametrize("kernel, pads, cip, reason", [
     ([5, 5], [0, 0, 1, 1], 1, "counts the padding"),
     ([2, 2], [0, 0, 0, 0], 0, "the pooling is not global"),

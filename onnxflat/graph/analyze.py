@@ -103,7 +103,7 @@ def _the_pooling(ix: GraphIndex) -> onnx.NodeProto:
     for node in reversed(ix.nodes):
         if node.op_type not in POOLING_OPS or _on_features(ix, node):
             continue
-        m = pooling_axes(ix, node, 4) if node.op_type == "AveragePool" else Match(())
+        m = _pooling_candidate(ix, node)
         if m:
             return node
         not_global = not_global or m
@@ -131,6 +131,23 @@ def _on_features(ix: GraphIndex, node: onnx.NodeProto) -> bool:
     spatial axes to pool."""
     dims = ix.static_dims(node.input[0])
     return node.op_type == "ReduceMean" and dims is not None and len(dims) <= 2
+
+
+def _pooling_candidate(ix: GraphIndex, node: onnx.NodeProto) -> Match:
+    """Whether a pooling node averages a whole map, as far as it can be told before the
+    conv's layout is known: a ReduceMean of a rank-r tensor must average r - 2 axes, none of
+    them the batch axis (not a mean over the channels of a map, as in a spatial attention
+    gate, nor over a map and its channels)."""
+    if node.op_type == "AveragePool":
+        return pooling_axes(ix, node, 4)
+    dims = ix.static_dims(node.input[0])
+    if node.op_type != "ReduceMean" or dims is None:
+        return Match(())
+    m = pooling_axes(ix, node, len(dims))
+    if m and (0 in m.value or len(m.value) != len(dims) - 2):
+        return Match.fail(node, f"ReduceMean averages axes {list(m.value)} of a rank-"
+                                f"{len(dims)} tensor: not the spatial axes of a map")
+    return m
 
 
 def _model_input(ix: GraphIndex) -> onnx.ValueInfoProto:
