@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -93,3 +94,64 @@ def test_mobilenet_v3_matches_autograd(arch, tmp_path):
     trace, kappa = hessian_measures(copy.deepcopy(tail), a, y, "3.3.weight")
     assert abs(res.classifier.trace - trace) < 1e-5 * trace
     assert abs(res.classifier.kappa - kappa) < 1e-5 * kappa
+
+
+def _convnext(torch_dtype=torch.float32):
+    """torchvision's ConvNeXt at reduced widths (8 -> 16 channels, one block a stage; layer
+    scale 0.5 so the last block's branch matters), random BatchNorm-free weights."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    torch.manual_seed(0)
+    model = ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)],
+                     layer_scale=0.5, num_classes=CLASSES).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # non-trivial LayerNorm affines, a classifier with margin
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0, 0.3, generator=g)
+        model.classifier[2].weight.mul_(4.0)
+    return model
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_convnext_matches_autograd(opset, tmp_path):
+    """ConvNeXt: the last block's pwconv2 (a MatMul on the NHWC map) -> layer scale -> +
+    residual -> GAP -> LayerNorm2d -> Linear; opset 13 spells the LayerNorms out. Through the
+    float32 pipeline, and fed float64 activations (the math alone)."""
+    from onnxflat.measures import FlatnessAccumulator, Options
+
+    from .test_autograd import torch_activations
+
+    model = _convnext()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(N, 3, HW, HW, generator=g)
+    y = torch.randint(0, CLASSES, (N,), generator=g)
+    proto = export(model, x[:2], opset=opset)
+    path = tmp_path / "convnext.onnx"
+    path.write_bytes(proto.SerializeToString())
+    head = onnxflat.analyze(path)
+    (layer,) = head.layers
+    assert layer.conv.op == "MatMul"
+    kinds = [type(op).__name__ for op in head.after.ops]  # opset 13: LN scale, bias a Dense
+    assert kinds in (["LayerNorm", "Dense"], ["LayerNorm", "Dense", "Dense"]), kinds
+    res32 = onnxflat.measure(path, x.numpy(), y.numpy(), batch_size=4)
+    acc = FlatnessAccumulator(head, Options())
+    acc.update(torch_activations(model, proto, head, x), y.numpy())
+    res64 = acc.result("m")
+    with torch.no_grad():
+        a = model.features[:-1].double()(x.double())
+    tail = nn.Sequential(model.features[-1], model.avgpool, model.classifier)
+    trace, kappa = hessian_measures(copy.deepcopy(tail), a, y, "0.0.block.5.weight")
+    fc_trace, fc_kappa = hessian_measures(copy.deepcopy(tail), a, y, "2.2.weight")
+    # float64: 1e-8, as the graph's constants stay float32 (GELU's sqrt(2), the LayerNorms'
+    # epsilon 1e-6 as 9.99999997e-7): 2.1e-9 seen
+    for res, tol in ((res32, 1e-5), (res64, 1e-8)):
+        (got,) = res.layers
+        # kappa sums filter terms of both signs (here 42x its size): float32 rounding is
+        # relative to the terms
+        scale = max(abs(kappa), float(np.abs(got.per_filter["kappa"]).sum()))
+        assert abs(got.trace - trace) < tol * abs(trace), (got.trace, trace)
+        assert abs(got.kappa - kappa) < tol * scale, (got.kappa, kappa)
+        assert sum(got.per_filter["kappa"]) == pytest.approx(got.kappa, rel=1e-9, abs=1e-15)
+        assert abs(res.classifier.trace - fc_trace) < tol * fc_trace
+        assert abs(res.classifier.kappa - fc_kappa) < tol * fc_kappa
