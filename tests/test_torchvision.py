@@ -113,11 +113,12 @@ def _convnext(torch_dtype=torch.float32):
     return model
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 17, "dynamo"])
 def test_convnext_matches_autograd(opset, tmp_path):
     """ConvNeXt: the last block's pwconv2 (a MatMul on the NHWC map) -> layer scale -> +
-    residual -> GAP -> LayerNorm2d -> Linear; opset 13 spells the LayerNorms out. Through the
-    float32 pipeline, and fed float64 activations (the math alone)."""
+    residual -> GAP -> LayerNorm2d -> Linear; opset 13 spells the LayerNorms out, the dynamo
+    exporter the pooling's ``as_strided`` (Reshape to 1-D, Gather of indices computed from the
+    batch size). Through the float32 pipeline, and fed float64 activations (the math alone)."""
     from onnxflat.measures import FlatnessAccumulator, Options
 
     from .test_autograd import torch_activations
@@ -126,12 +127,15 @@ def test_convnext_matches_autograd(opset, tmp_path):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(N, 3, HW, HW, generator=g)
     y = torch.randint(0, CLASSES, (N,), generator=g)
-    proto = export(model, x[:2], opset=opset)
+    dynamo = opset == "dynamo"
+    proto = export(model, x[:2], opset=None if dynamo else opset, dynamo=dynamo)
     path = tmp_path / "convnext.onnx"
     path.write_bytes(proto.SerializeToString())
     head = onnxflat.analyze(path)
     (layer,) = head.layers
     assert layer.conv.op == "MatMul"
+    # the as_strided Gather is proven an identity re-view (not a head op)
+    assert ("Gather" in [n.op_type for n in proto.graph.node]) == dynamo
     kinds = [type(op).__name__ for op in head.after.ops]  # opset 13: LN scale, bias a Dense
     assert kinds in (["LayerNorm", "Dense"], ["LayerNorm", "Dense", "Dense"]), kinds
     res32 = onnxflat.measure(path, x.numpy(), y.numpy(), batch_size=4)

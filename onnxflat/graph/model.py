@@ -281,8 +281,36 @@ class GraphIndex:
             return None
         if name not in self._values:
             for node in self._fold_plan(name):
-                self._evaluate(node)
+                self._evaluate(node, self._values)
         return self._values[name]
+
+    def evaluate(self, target: str, feeds: dict[str, np.ndarray],
+                 allowed: frozenset[str] | None = None) -> np.ndarray:
+        """The value of tensor ``target`` computed from ``feeds`` (tensor name -> value) and
+        the graph's constants, by the reference evaluator as constants are folded.
+
+        Raises :class:`ModelError` naming the node when ``target`` needs a model input that
+        is not fed, or a node whose op is not in ``allowed`` (None: any op)."""
+        values, plan, seen, todo = dict(feeds), {}, set(), [target]
+        while todo:
+            t = todo.pop()
+            if t in seen or t in values:
+                continue
+            seen.add(t)
+            if t in self.constants:
+                values[t] = self.const(t)
+                continue
+            node = self.producer.get(t)
+            if node is None:
+                raise ModelError(f"'{target}' depends on the model input '{t}'")
+            if allowed is not None and node.op_type not in allowed:
+                raise ModelError(f"'{target}' is computed by {node.op_type} "
+                                 f"'{self.node_name(node)}'")
+            plan[id(node)] = node
+            todo.extend(i for i in node.input if i)
+        for node in sorted(plan.values(), key=lambda n: self.order[id(n)]):
+            self._evaluate(node, values)
+        return values[target]
 
     def why_not_const(self, name: str) -> str:
         """Why tensor ``name`` is not a constant: the model input it comes from, or the
@@ -340,10 +368,11 @@ class GraphIndex:
             todo.extend(i for i in node.input if i)
         return sorted(plan.values(), key=lambda n: self.order[id(n)])
 
-    def _evaluate(self, node: onnx.NodeProto) -> None:
-        ins = [self._values[i] if i else None for i in node.input]
+    def _evaluate(self, node: onnx.NodeProto, values: dict[str, np.ndarray]) -> None:
+        """Run ``node`` on its inputs in ``values``; its outputs are added to ``values``."""
+        ins = [values[i] if i else None for i in node.input]
         if node.op_type == "Identity":  # no copy, no evaluator (exporters chain many)
-            self._values[node.output[0]] = ins[0]
+            values[node.output[0]] = ins[0]
             return
         size = self._fold_size(node, ins)
         if size > MAX_FOLD_ELEMENTS:
@@ -364,7 +393,7 @@ class GraphIndex:
                              f"'{self.node_name(node)}': {first_line(exc)}") from None
         for o, v in zip(node.output, outs):
             if o:
-                self._values[o] = np.asarray(v)
+                values[o] = np.asarray(v)
 
     def _fold_size(self, node: onnx.NodeProto, ins: list) -> int:
         """Elements of ``node``'s largest output, known before evaluating it."""

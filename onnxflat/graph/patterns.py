@@ -20,6 +20,7 @@ import onnx
 
 from .head import UNIT, Operand, Step
 from .model import GraphIndex
+from .review import holds_features, review_source
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                onnx.TensorProto.BFLOAT16}
@@ -133,7 +134,15 @@ POOLING_NOTES = {
 }
 AFTER_POOL_NOTES = {
     "Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Cast":
-        "reshapes that keep the features on one axis",
+        "reshapes that keep the features on one axis; one out of a flattened batch (1-D) must "
+        "restore (batch, features), proven as for Gather below",
+    "Gather, GatherElements, GatherND, Slice":
+        "indices and bounds computed only from constants and shapes (Shape, Size, Range, "
+        "arithmetic), proven to hand on each sample's features unchanged and in order (the "
+        "dynamo exporter's `as_strided`: Reshape to 1-D, Gather back to (N, C, 1, 1)) by "
+        "evaluating the re-view and its index subgraph with onnx's reference evaluator at "
+        "batch sizes 2, 3 and 5; anything else (reordered, dropped or repeated features, "
+        "samples mixed) is refused naming the node",
     "Gemm": "constant B (transB any, transA 0), alpha, beta and a constant C: a stored weight",
     "MatMul": "features on the left, constant 2-D weight (a following constant Add is its bias)",
     "Conv": "constant 1x1 kernel, group 1, on the pooled 1x1 map (timm conv_head)",
@@ -564,7 +573,18 @@ def _reshape(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
         shape = ctx.ix.static_dims(node.output[0])
         if shape is not None and sum(1 for d in shape[1:] if d != 1) > 1:
             return Match.fail(node, f"{op} spreads the pooled features over several axes")
+    if holds_features(ctx.ix, node.input[0], ctx.width[node.input[0]]) is False:
+        return _review(ctx, node)  # out of a flattened batch: must restore it (proven)
     return Match(Alias(node.input[0]))
+
+
+@_rule(AFTER_POOL_RULES, "Gather", "GatherElements", "GatherND", "Slice")
+def _review(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
+    if node.input[0] not in ctx.dep:
+        return Match.fail(node, f"{node.op_type} after the pooling indexes a constant by the "
+                                "features")
+    src, why = review_source(ctx.ix, ctx.dep, node, ctx.width[node.input[0]])
+    return Match(Alias(src)) if src is not None else Match.fail(node, why)
 
 
 def _stored(ctx: PoolCtx, node: onnx.NodeProto, w: np.ndarray, bias) -> Match[Effect]:
@@ -684,8 +704,8 @@ def _layernorm(ctx: PoolCtx, node: onnx.NodeProto) -> Match[Effect]:
     if dims is not None and axis % len(dims) != len(dims) - 1:
         return Match.fail(node, f"LayerNormalization over axis {axis}, not the feature axis")
     width = ctx.width[node.input[0]]
-    vals = [ctx.ix.const(i) if len(node.input) > k and i else None
-            for k, i in enumerate(node.input[1:3], 1)]
+    vals = [ctx.ix.const(node.input[k]) if len(node.input) > k and node.input[k] else None
+            for k in (1, 2)]
     if vals[0] is None or (len(node.input) > 2 and node.input[2] and vals[1] is None):
         return Match.fail(node, "LayerNormalization scale or bias is not a constant")
     scale, bias = (None if v is None else _feature_vector(v, width) for v in vals)
