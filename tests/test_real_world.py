@@ -207,7 +207,7 @@ def test_mean_over_other_axes_than_the_map_is_no_pooling(axes):
         "ReduceMean", [gap.input[0], "axes"], list(gap.output), name="mean"))
     with pytest.raises(HeadNotFoundError) as e:
         analyze_model(m, "m.onnx")
-    assert e.value.node == "mean" and "not the spatial axes" in e.value.reason
+    assert e.value.node == "mean" and "not the conv's spatial axes" in e.value.reason
 
 
 @pytest.mark.parametrize("kernel, pads, cip, reason", [

@@ -146,7 +146,7 @@ def _pooling_candidate(ix: GraphIndex, node: onnx.NodeProto) -> Match:
     m = pooling_axes(ix, node, len(dims))
     if m and (0 in m.value or len(m.value) != len(dims) - 2):
         return Match.fail(node, f"ReduceMean averages axes {list(m.value)} of a rank-"
-                                f"{len(dims)} tensor: not the spatial axes of a map")
+                                f"{len(dims)} tensor: not the conv's spatial axes")
     return m
 
 

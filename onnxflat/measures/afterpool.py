@@ -36,30 +36,33 @@ class Forward:
     values: list
     slopes: dict = field(default_factory=dict)
     norms: dict = field(default_factory=dict)
+    _consts: dict = field(default_factory=dict)
+
+    def const(self, xp, a, dtype):
+        """The weight ``a`` (NumPy) on the values' device in ``dtype``, converted once."""
+        key = (id(a), dtype)
+        if key not in self._consts:
+            self._consts[key] = xp.asarray(a, dtype=dtype, device=_device(self.values[0]))
+        return self._consts[key]
 
     @property
     def logits(self):
         return self.values[-1]
 
 
-def _const(xp, a, dev):
-    return xp.asarray(a, dtype=xp.float64, device=dev)
-
-
 def forward(after: AfterPool, g, xp) -> Forward:
     """Values of the head for pooled features g ``(N, F)`` float64."""
-    dev = _device(g)
     fwd = Forward([g])
     for k, op in enumerate(after.ops, 1):
         if isinstance(op, Dense):
             x = fwd.values[op.input]
-            w = _const(xp, op.weight, dev)
-            v = (x * w if op.weight.ndim == 1 else xp.matmul(x, w.T)) + _const(xp, op.bias, dev)
+            w, c = (fwd.const(xp, t, xp.float64) for t in (op.weight, op.bias))
+            v = (x * w if op.weight.ndim == 1 else xp.matmul(x, w.T)) + c
         elif isinstance(op, Pointwise):
             x = fwd.values[op.input]
             env = {op.source: jets.Jet(x, xp.ones_like(x))}
             for step in op.steps:
-                args = [env[o.name] if o.kind == "dep" else _const(xp, o.value, dev)
+                args = [env[o.name] if o.kind == "dep" else fwd.const(xp, o.value, xp.float64)
                         for o in step.inputs]
                 env[step.output] = jets.FUNCTIONS[step.fn](*args, **step.params)
             out = env[op.output]
@@ -71,7 +74,7 @@ def forward(after: AfterPool, g, xp) -> Forward:
             sigma = xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + op.epsilon)
             xhat = xc / sigma
             fwd.norms[k] = (xhat, sigma)
-            v = xhat * _const(xp, op.scale, dev) + _const(xp, op.bias, dev)
+            v = xhat * fwd.const(xp, op.scale, xp.float64) + fwd.const(xp, op.bias, xp.float64)
         else:
             v = fwd.values[op.inputs[0]] + fwd.values[op.inputs[1]]
         fwd.values.append(v)
@@ -80,7 +83,6 @@ def forward(after: AfterPool, g, xp) -> Forward:
 
 def backward(after: AfterPool, fwd: Forward, delta, xp) -> list:
     """Adjoints ``beta_k = dl/dv_k`` ``(N, w_k)`` from ``delta = dl/dlogits``."""
-    dev = _device(delta)
     betas = [None] * (len(after.ops) + 1)
     betas[-1] = delta
 
@@ -92,13 +94,13 @@ def backward(after: AfterPool, fwd: Forward, delta, xp) -> list:
         if b is None:
             continue
         if isinstance(op, Dense):
-            w = _const(xp, op.weight, dev)
+            w = fwd.const(xp, op.weight, xp.float64)
             add(op.input, b * w if op.weight.ndim == 1 else xp.matmul(b, w))
         elif isinstance(op, Pointwise):
             add(op.input, b * fwd.slopes[k][0])
         elif isinstance(op, LayerNorm):
             xhat, sigma = fwd.norms[k]
-            c = _centre(xp, b * _const(xp, op.scale, dev))
+            c = _centre(xp, b * fwd.const(xp, op.scale, xp.float64))
             add(op.input, (c - xhat * xp.mean(c * xhat, axis=1, keepdims=True)) / sigma)
         else:
             add(op.inputs[0], b)
@@ -115,18 +117,20 @@ def _tr(xp, j):
     return j.T if j.ndim == 2 else xp.permute_dims(j, (0, 2, 1))
 
 
-def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp) -> list:
-    """``J_k = dv_k/dg`` for samples ``sl``: None (identity), ``(w, F)`` shared or
-    ``(n, w, F)``."""
+def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp, dtype) -> list:
+    """``J_k = dv_k/dg`` for samples ``sl`` in ``dtype``: None (identity), ``(w, F)`` shared
+    or ``(n, w, F)``."""
     g = fwd.values[0][sl]
-    dev = _device(g)
     n, f = g.shape
     eye = None
+
+    def cast(t):
+        return xp.astype(t, dtype, copy=False)
 
     def dense(j):
         nonlocal eye
         if j is None:
-            eye = xp.eye(f, dtype=xp.float64, device=dev) if eye is None else eye
+            eye = xp.eye(f, dtype=dtype, device=_device(g)) if eye is None else eye
             return eye
         return j
 
@@ -134,20 +138,20 @@ def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp) -> list:
     for k, op in enumerate(after.ops, 1):
         if isinstance(op, Dense):
             j = js[op.input]
-            w = _const(xp, op.weight, dev)
+            w = fwd.const(xp, op.weight, dtype)
             if op.weight.ndim == 1:
                 js.append(w[:, None] * dense(j))
             else:
                 js.append(w if j is None else xp.matmul(w, j))
         elif isinstance(op, Pointwise):
-            s1 = fwd.slopes[k][0][sl]
+            s1 = cast(fwd.slopes[k][0][sl])
             js.append(s1[:, :, None] * dense(js[op.input]))
         elif isinstance(op, LayerNorm):
-            xhat, sigma = (t[sl] for t in fwd.norms[k])
+            xhat, sigma = (cast(t[sl]) for t in fwd.norms[k])
             j = dense(js[op.input])
             jm = j - xp.mean(j, axis=-2, keepdims=True)
             proj = xp.matmul(xhat[:, None, :], j) / xhat.shape[1]  # (n, 1, F)
-            scale = _const(xp, op.scale, dev)[None, :, None] / sigma[:, :, None]
+            scale = fwd.const(xp, op.scale, dtype)[None, :, None] / sigma[:, :, None]
             js.append(scale * (jm - xhat[:, :, None] * proj))
         else:
             a, b = js[op.inputs[0]], js[op.inputs[1]]
@@ -155,12 +159,37 @@ def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp) -> list:
     return js
 
 
-def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp):
-    """``Ahat = X Y^T + diag(d)`` for samples ``sl``: X, Y ``(n, F, k)``, d ``(n, F)`` or
-    None; float64."""
-    js = jacobians(after, fwd, sl, xp)
+@dataclass
+class Factors:
+    """``Ahat = sum_i X_i Y_i^T + diag(d)`` of a chunk of n samples: X_i, Y_i ``(n, F, k_i)``
+    (the PSD part, then one pair per curvature term), d ``(n, F)`` or None."""
+
+    xs: list
+    ys: list
+    d: object = None
+
+    def diagonal(self, xp):
+        """``diag(Ahat)`` ``(n, F)``, without joining the factors."""
+        out = sum(xp.sum(x * y, axis=2) for x, y in zip(self.xs, self.ys))
+        return out if self.d is None else out + self.d
+
+    def joined(self, xp) -> tuple:
+        """X, Y ``(n, F, k)`` with all terms side by side (k: :func:`width`)."""
+        return tuple(xp.concat(t, axis=2) if len(t) > 1 else t[0] for t in (self.xs, self.ys))
+
+
+def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp,
+            dtype=None) -> Factors:
+    """``Ahat = X Y^T + diag(d)`` for samples ``sl``, in ``dtype`` (default float64: the
+    per-sample Jacobians are the head's costliest products, C x H x F for an MLP)."""
+    dtype = xp.float64 if dtype is None else dtype
+
+    def cast(t):
+        return xp.astype(t, dtype, copy=False)
+
+    js = jacobians(after, fwd, sl, xp, dtype)
     n, f = fwd.values[0][sl].shape
-    ps = p[sl]
+    ps = cast(p[sl])
     xs, ys, d = [], [], None
 
     def term(j, left, right):
@@ -185,7 +214,7 @@ def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp):
 
     jf = js[-1]
     if jf is None:  # no classifier: logits = g
-        zt = xp.eye(f, dtype=xp.float64, device=_device(ps))[None, :, :] - ps[:, :, None]
+        zt = xp.eye(f, dtype=dtype, device=_device(ps))[None, :, :] - ps[:, :, None]
     else:
         jft = _tr(xp, jf)  # (F, C) or (n, F, C)
         q = xp.matmul(jft, ps[:, :, None])  # (n, F, 1)
@@ -197,12 +226,13 @@ def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp):
         b = betas[k]
         if b is None:
             continue
+        b = cast(b[sl])
         if isinstance(op, Pointwise) and fwd.slopes[k][1] is not None:
-            diag(js[op.input], b[sl] * fwd.slopes[k][1][sl])
+            diag(js[op.input], b * cast(fwd.slopes[k][1][sl]))
         elif isinstance(op, LayerNorm):
-            xhat, sigma = (t[sl] for t in fwd.norms[k])
+            xhat, sigma = (cast(t[sl]) for t in fwd.norms[k])
             w = xhat.shape[1]
-            c = _centre(xp, b[sl] * _const(xp, op.scale, _device(xhat)))
+            c = _centre(xp, b * fwd.const(xp, op.scale, dtype))
             m = xp.sum(c * xhat, axis=1, keepdims=True)  # (n, 1)
             kf = 1.0 / (w * sigma * sigma)  # (n, 1)
             ones = xp.ones_like(xhat)
@@ -211,9 +241,7 @@ def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp):
             right = xp.stack([xhat, c, ones, xhat], axis=2)
             term(js[op.input], left, right)
             diag(js[op.input], xp.broadcast_to(-kf * m, (n, w)))
-    x = xp.concat(xs, axis=2) if len(xs) > 1 else xs[0]
-    y = xp.concat(ys, axis=2) if len(ys) > 1 else ys[0]
-    return x, y, d
+    return Factors(xs, ys, d)
 
 
 def width(after: AfterPool) -> int:

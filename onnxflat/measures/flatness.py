@@ -268,8 +268,8 @@ class FlatnessAccumulator:
             betas = afterpool.backward(after, fwd, delta, xp)
             gamma = betas[0]
 
-            def head_factors(sl):
-                return afterpool.factors(after, fwd, betas, p, sl, xp)
+            def head_factors(sl, dtype):
+                return afterpool.factors(after, fwd, betas, p, sl, xp, dtype)
         if after.classifier is not None:
             terms.update(self._classifier_terms(xp, g, fwd, p, q_rest, top, spread, dev))
         vectors = {}
@@ -335,8 +335,9 @@ class FlatnessAccumulator:
                      head_factors=None):
         """The layer's per-sample trace and kappa ``(N,)`` and their per-filter sums
         ``(C_out,)``; gamma ``(N, F)`` from :meth:`_terms`. An affine head gives spread, q
-        ``(N, F)`` (``B``'s diagonal and ``J^T p``); any other gives ``head_factors(sl)``,
-        ``Ahat = X Y^T + diag(d)`` for samples ``sl`` (:func:`afterpool.factors`)."""
+        ``(N, F)`` (``B``'s diagonal and ``J^T p``); any other gives ``head_factors(sl, dtype)``,
+        :class:`afterpool.Factors` of ``Ahat`` for samples ``sl`` in dtype ``dtype``
+        (the pipeline's: float32 unless fed float64 or ``options.float64``)."""
         conv = layer.conv
         a0 = xp.asarray(tensors[conv.input])
         ft = xp.float64 if self.options.float64 or a0.dtype == xp.float64 else xp.float32
@@ -345,9 +346,15 @@ class FlatnessAccumulator:
         dev = _device(a0)
         c_out = conv.out_channels
         cols = self._const(xp, f"cols{i}", lambda: layer.feature_index, dev)
-        gamma = xp.take(gamma, cols, axis=1)
+        every = np.array_equal(layer.feature_index, np.arange(self.head.num_features))
+
+        def select(t):
+            """The layer's channels among the pooled features (axis 1)."""
+            return t if every else xp.take(t, cols, axis=1)
+
+        gamma = select(gamma)
         if head_factors is None:
-            bdiag, q = (xp.take(t, cols, axis=1) for t in (spread, q))  # bdiag: B's diag
+            bdiag, q = select(spread), select(q)  # bdiag: B's diag
             classes = self.head.num_classes
         else:
             classes = afterpool.width(self.head.after)
@@ -381,15 +388,15 @@ class FlatnessAccumulator:
                 xp.astype(d2, xp.float64) * xp.astype(sq, xp.float64), axis=2) / geo.positions
             rdiag = xp.astype(xp.sum(left * right, axis=2), xp.float64)  # diag of R
             if head_factors is not None:
-                x, y, d = (None if t is None else xp.take(t, cols, axis=1)
-                           for t in head_factors(sl))
-                ahat = xp.sum(x * y, axis=2) + (0.0 if d is None else d)  # diag of Ahat
+                fac = head_factors(sl, ft)
+                ahat = xp.astype(select(fac.diagonal(xp)), xp.float64)  # diag of Ahat
                 traces.append(ahat * rdiag + gamma[sl] * e)
                 if full:
-                    rows = kappa_rows(xp, kk_ft, left, right, xp.astype(x, ft), budget,
-                                      xp.astype(y, ft))
-                    if d is not None:
-                        rows = rows + knorm2[None, :] * rdiag * d
+                    x, y = (select(t) for t in fac.joined(xp))
+                    rows = kappa_rows(xp, kk_ft, left, right, x, budget, y)
+                    if fac.d is not None:
+                        rows = rows + knorm2[None, :] * rdiag * xp.astype(select(fac.d),
+                                                                           xp.float64)
                     kappas.append(rows + knorm2[None, :] * gamma[sl] * e)
                 continue
             traces.append(bdiag[sl] * rdiag + gamma[sl] * e)
