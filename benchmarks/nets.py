@@ -104,6 +104,17 @@ class MBConv(nn.Module):
         return x + self.body(x) if self.residual else self.body(x)
 
 
+def mbconv_stages(stages, cin: int) -> nn.Sequential:
+    """MBConv blocks of ``stages``, rows ``(expand, channels, repeats, stride, kernel)``; the
+    first block of a stage strides."""
+    blocks = []
+    for e, c, n, s, k in stages:
+        for i in range(n):
+            blocks.append(MBConv(cin, c, e, k, s if i == 0 else 1))
+            cin = c
+    return nn.Sequential(*blocks)
+
+
 class EfficientNetB0(nn.Module):
     # (expand, channels, repeats, stride, kernel) of the B0 stages
     STAGES = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
@@ -112,12 +123,7 @@ class EfficientNetB0(nn.Module):
     def __init__(self, classes=1000):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), _bn(32), nn.SiLU())
-        blocks, cin = [], 32
-        for e, c, n, s, k in self.STAGES:
-            for i in range(n):
-                blocks.append(MBConv(cin, c, e, k, s if i == 0 else 1))
-                cin = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = mbconv_stages(self.STAGES, 32)
         self.head = nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), _bn(1280), nn.SiLU())
         self.fc = nn.Linear(1280, classes)
 
@@ -136,12 +142,7 @@ class MobileNetV3LargeStyle(nn.Module):
     def __init__(self, classes=1000):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), _bn(16), nn.Hardswish())
-        blocks, cin = [], 16
-        for e, c, n, s, k in self.STAGES:
-            for i in range(n):
-                blocks.append(MBConv(cin, c, e, k, s if i == 0 else 1))
-                cin = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = mbconv_stages(self.STAGES, 16)
         self.head = nn.Sequential(nn.Conv2d(160, 960, 1, bias=False), _bn(960), nn.Hardswish())
         self.classifier = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(0.2),
                                         nn.Linear(1280, classes))

@@ -39,7 +39,7 @@ class Body(nn.Module):
             self.hidden = nn.Linear(C_OUT, HIDDEN)
             self.norm = nn.LayerNorm(HIDDEN)
             f = HIDDEN
-        if head in ("layernorm", "ln_mlp"):
+        if head in ("layernorm", "ln_mlp", "ln_gelu"):
             self.norm = nn.LayerNorm(C_OUT, eps=1e-5)
             with torch.no_grad():
                 self.norm.weight.copy_(0.5 + torch.rand(C_OUT))
@@ -76,6 +76,8 @@ class Body(nn.Module):
             h = F.gelu(self.hidden(g))
         elif k == "layernorm":
             h = self.norm(g)
+        elif k == "ln_gelu":  # the LayerNorm's Jacobian straight into an activation
+            h = F.gelu(self.norm(g))
         elif k == "ln_mlp":
             h = torch.tanh(self.hidden(self.norm(g)))
         elif k == "linear_ln":
@@ -105,7 +107,8 @@ CASES = [
     Case("gelu_mlp_dynamo", "gelu_mlp", dynamo=True, opset=None),
     Case("layernorm_ts13", "layernorm", opset=13), Case("layernorm_ts17", "layernorm"),
     Case("layernorm_dynamo", "layernorm", dynamo=True, opset=None),
-    Case("ln_mlp_ts13", "ln_mlp", opset=13), Case("conv_head_ts", "conv_head"),
+    Case("ln_mlp_ts13", "ln_mlp", opset=13), Case("ln_gelu_ts17", "ln_gelu"),
+    Case("conv_head_ts", "conv_head"),
     Case("conv_head_dynamo", "conv_head", dynamo=True, opset=None),
     Case("linear_ln_ts13", "linear_ln", opset=13), Case("bn1d_ts", "bn1d"),
     Case("residual_ts", "residual"),

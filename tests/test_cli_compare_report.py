@@ -94,6 +94,7 @@ def test_report_html_is_self_contained(tmp_path):
     assert r.exit_code == 0, r.output
     page = (out / "report.html").read_text()
     assert "GlobalAveragePool" in page and "/conv2/Conv kappa" in page and "879.658" in page
+    assert re.search(r"classifier layer</t[dh]>\s*<td>/fc/Gemm \(weight 10x32", page)
     (img,) = re.findall(r'<figure><img alt="per-filter[^"]*" src="data:image/png;base64,([^"]+)"',
                         page)
     png = base64.b64decode(img)

@@ -17,30 +17,10 @@ import onnxflat
 from onnxflat.graph.head import Dense, Pointwise
 
 from .reference import hessian_measures
-from .zoo import export
+from .zoo import export, torchvision_ops
 
-
-def _torchvision():
-    """torchvision's model definitions; a wheel whose C ops do not load (a CUDA build on a CPU
-    machine) gets stand-in op schemas, which the models never call."""
-    import sys
-    try:
-        import torchvision
-        return torchvision
-    except ImportError:
-        pytest.skip("torchvision is not installed")
-    except RuntimeError:
-        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-            del sys.modules[name]
-        lib = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _torchvision.lib = lib  # keep the definitions alive
-        import torchvision
-        return torchvision
-
-
-torchvision = _torchvision()
+torchvision_ops()
+torchvision = pytest.importorskip("torchvision")
 
 N, CLASSES, HW = 6, 5, 32
 

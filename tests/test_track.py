@@ -13,7 +13,7 @@ import onnxflat.torch as oft
 from onnxflat.errors import OnnxflatError
 from onnxflat.track import RunLog, read_run
 
-from .zoo import TinyCnn
+from .zoo import TinyCnn, torchvision_ops
 
 
 class Writer:
@@ -86,6 +86,7 @@ def test_csv_with_other_columns_is_refused(tmp_path, data):
 
 
 def test_lightning_callback_and_resume(tmp_path, data):
+    torchvision_ops()  # lightning's torchmetrics imports torchvision when it is installed
     pl = pytest.importorskip("lightning.pytorch")
     from onnxflat.lightning import FlatnessCallback
 

@@ -312,9 +312,12 @@ class AfterPool:
     def compose(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Dense ops ``start..stop`` of an affine chain as one map ``(W, c)``, W ``(out, in)``."""
         ops = self.ops[start:stop]
-        w = np.eye(self.widths[start])
-        c = np.zeros(self.widths[start])
-        for op in ops:
+        if not ops:
+            return np.eye(self.widths[start]), np.zeros(self.widths[start])
+        first = ops[0]
+        w = np.diag(first.weight) if first.weight.ndim == 1 else first.weight
+        c = first.bias
+        for op in ops[1:]:  # (starting from the first weight: no F x F identity product)
             if op.weight.ndim == 1:
                 w, c = op.weight[:, None] * w, op.weight * c + op.bias
             else:

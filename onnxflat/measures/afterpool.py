@@ -117,9 +117,37 @@ def _tr(xp, j):
     return j.T if j.ndim == 2 else xp.permute_dims(j, (0, 2, 1))
 
 
+@dataclass
+class NormJacobian:
+    """The Jacobian of a LayerNorm of g itself, kept factored: ``J = diag(d) (I - (1 1^T +
+    xhat xhat^T) / F)`` per sample, d ``= scale / sigma`` and xhat ``(n, F)``; a Dense after
+    it costs ``O(out F)`` a sample instead of a ``(out, F) x (F, F)`` product."""
+
+    d: object
+    xhat: object
+
+    def dense(self, xp):
+        """``(n, F, F)``."""
+        n, f = self.xhat.shape
+        eye = xp.eye(f, dtype=self.d.dtype, device=_device(self.d))
+        return self.d[:, :, None] * (eye - (1.0 + self.xhat[:, :, None] * self.xhat[:, None, :])
+                                     / f)
+
+    def left(self, w, xp):
+        """``W J`` ``(n, out, F)`` for W ``(out, F)``."""
+        a = w[None, :, :] * self.d[:, None, :]
+        u = xp.sum(a, axis=2)
+        v = xp.sum(a * self.xhat[:, None, :], axis=2)
+        return a - (u[:, :, None] + v[:, :, None] * self.xhat[:, None, :]) / self.xhat.shape[1]
+
+
+def _dense(j, xp):
+    return j.dense(xp) if isinstance(j, NormJacobian) else j
+
+
 def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp, dtype) -> list:
-    """``J_k = dv_k/dg`` for samples ``sl`` in ``dtype``: None (identity), ``(w, F)`` shared
-    or ``(n, w, F)``."""
+    """``J_k = dv_k/dg`` for samples ``sl`` in ``dtype``: None (identity), ``(w, F)`` shared,
+    ``(n, w, F)``, or a :class:`NormJacobian`."""
     g = fwd.values[0][sl]
     n, f = g.shape
     eye = None
@@ -139,23 +167,29 @@ def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp, dtype) -> list:
         if isinstance(op, Dense):
             j = js[op.input]
             w = fwd.const(xp, op.weight, dtype)
-            if op.weight.ndim == 1:
+            if isinstance(j, NormJacobian):
+                js.append(NormJacobian(w[None, :] * j.d, j.xhat) if op.weight.ndim == 1
+                          else j.left(w, xp))
+            elif op.weight.ndim == 1:
                 js.append(w[:, None] * dense(j))
             else:
                 js.append(w if j is None else xp.matmul(w, j))
         elif isinstance(op, Pointwise):
             s1 = cast(fwd.slopes[k][0][sl])
-            js.append(s1[:, :, None] * dense(js[op.input]))
+            js.append(s1[:, :, None] * dense(_dense(js[op.input], xp)))
         elif isinstance(op, LayerNorm):
             xhat, sigma = (cast(t[sl]) for t in fwd.norms[k])
-            j = dense(js[op.input])
+            scale = fwd.const(xp, op.scale, dtype)
+            if js[op.input] is None:
+                js.append(NormJacobian(scale[None, :] / sigma, xhat))
+                continue
+            j = dense(_dense(js[op.input], xp))
             jm = j - xp.mean(j, axis=-2, keepdims=True)
             proj = xp.matmul(xhat[:, None, :], j) / xhat.shape[1]  # (n, 1, F)
-            scale = fwd.const(xp, op.scale, dtype)[None, :, None] / sigma[:, :, None]
-            js.append(scale * (jm - xhat[:, :, None] * proj))
+            js.append(scale[None, :, None] / sigma[:, :, None] * (jm - xhat[:, :, None] * proj))
         else:
-            a, b = js[op.inputs[0]], js[op.inputs[1]]
-            js.append(dense(a) + dense(b))
+            a, b = (dense(_dense(js[i], xp)) for i in op.inputs)
+            js.append(a + b)
     return js
 
 
@@ -194,6 +228,7 @@ def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp,
 
     def term(j, left, right):
         """Add ``J^T left right^T J`` (left, right ``(n, w, r)``)."""
+        j = _dense(j, xp)
         if j is None:
             xs.append(left)
             ys.append(right)
@@ -205,6 +240,7 @@ def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp,
     def diag(j, c):
         """Add ``J^T diag(c) J`` (c ``(n, w)``)."""
         nonlocal d
+        j = _dense(j, xp)
         if j is None:
             d = c if d is None else d + c
         else:
@@ -212,7 +248,7 @@ def factors(after: AfterPool, fwd: Forward, betas: list, p, sl: slice, xp,
             xs.append(jt * c[:, None, :])
             ys.append(xp.broadcast_to(jt, (n,) + tuple(jt.shape[-2:])))
 
-    jf = js[-1]
+    jf = _dense(js[-1], xp)
     if jf is None:  # no classifier: logits = g
         zt = xp.eye(f, dtype=dtype, device=_device(ps))[None, :, :] - ps[:, :, None]
     else:

@@ -60,6 +60,8 @@ def _rows(doc: dict) -> list[tuple[str, str]]:
     if c is None:
         rows.append(("classifier", "none (the head has no classifier layer)"))
     else:
+        if c.get("layer"):
+            rows.append(("classifier layer", c["layer"]))
         rows += [(f"classifier {m}", pm(c[m], c["stderr"].get(m))) for m in ("trace", "kappa")]
     return rows
 
