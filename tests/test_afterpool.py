@@ -117,3 +117,29 @@ def test_cli_names_the_classifier_layer_or_none(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["classifier"] is None
     jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+
+
+def test_layernorm_without_bias():
+    """LayerNormalization with a scale and no bias input (the dynamo export of
+    ``F.layer_norm(x, (C,))`` on NHWC-pooled features) is read, not an internal error."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxflat.graph.head import Dense, LayerNorm
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in
+             (("W", (6, 3, 1, 1)), ("g", (6,)), ("fc", (4, 6)))]
+    inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["c"]),
+         helper.make_node("ReduceMean", ["c", "axes"], ["p"], keepdims=0),
+         helper.make_node("LayerNormalization", ["p", "g"], ["ln"], epsilon=1e-5),
+         helper.make_node("Gemm", ["ln", "fc"], ["logits"], transB=1)], "ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])], inits)
+    head = analyze_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    ln, fc = head.after.ops
+    assert isinstance(ln, LayerNorm) and isinstance(fc, Dense)
+    assert np.array_equal(ln.bias, np.zeros(6))
+    assert np.allclose(ln.scale, numpy_helper.to_array(inits[1]))
