@@ -128,7 +128,7 @@ class NormJacobian:
 
     def dense(self, xp):
         """``(n, F, F)``."""
-        n, f = self.xhat.shape
+        f = self.xhat.shape[1]
         eye = xp.eye(f, dtype=self.d.dtype, device=_device(self.d))
         return self.d[:, :, None] * (eye - (1.0 + self.xhat[:, :, None] * self.xhat[:, None, :])
                                      / f)
@@ -157,6 +157,8 @@ def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp, dtype) -> list:
 
     def dense(j):
         nonlocal eye
+        if isinstance(j, NormJacobian):
+            return j.dense(xp)
         if j is None:
             eye = xp.eye(f, dtype=dtype, device=_device(g)) if eye is None else eye
             return eye
@@ -176,19 +178,19 @@ def jacobians(after: AfterPool, fwd: Forward, sl: slice, xp, dtype) -> list:
                 js.append(w if j is None else xp.matmul(w, j))
         elif isinstance(op, Pointwise):
             s1 = cast(fwd.slopes[k][0][sl])
-            js.append(s1[:, :, None] * dense(_dense(js[op.input], xp)))
+            js.append(s1[:, :, None] * dense(js[op.input]))
         elif isinstance(op, LayerNorm):
             xhat, sigma = (cast(t[sl]) for t in fwd.norms[k])
             scale = fwd.const(xp, op.scale, dtype)
             if js[op.input] is None:
                 js.append(NormJacobian(scale[None, :] / sigma, xhat))
                 continue
-            j = dense(_dense(js[op.input], xp))
+            j = dense(js[op.input])
             jm = j - xp.mean(j, axis=-2, keepdims=True)
             proj = xp.matmul(xhat[:, None, :], j) / xhat.shape[1]  # (n, 1, F)
             js.append(scale[None, :, None] / sigma[:, :, None] * (jm - xhat[:, :, None] * proj))
         else:
-            a, b = (dense(_dense(js[i], xp)) for i in op.inputs)
+            a, b = (dense(js[i]) for i in op.inputs)
             js.append(a + b)
     return js
 
